@@ -7,8 +7,8 @@ turns into one line on stderr and exit status 2 (`--debug` shows the traceback).
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-from typing import Annotated, Optional
+from pathlib import Path  # noqa: F401  (used by command sections)
+from typing import Annotated, Optional  # noqa: F401
 
 import typer
 

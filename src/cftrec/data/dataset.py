@@ -182,3 +182,24 @@ class Dataset:
             title = title_of[item_id]
             counts[title] = counts.get(title, 0) + 1
         return counts
+
+
+def resolve_history(catalog: Catalog, entries: Sequence[str]) -> list[str]:
+    """Map what a person typed (titles or item ids) to item ids, or fail with close matches.
+
+    An exact title maps to the first item carrying it (items sharing a title read the same to
+    a text model); an exact item id maps to itself.
+    """
+    import difflib
+
+    resolved = []
+    for entry in entries:
+        if entry in catalog.items_of_title:
+            resolved.append(catalog.items_of_title[entry][0])
+        elif entry in catalog.title_of:
+            resolved.append(entry)
+        else:
+            close = difflib.get_close_matches(entry, catalog.titles, n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            raise CftrecError(f"unknown item {entry!r}: not a catalogue title or item id{hint}")
+    return resolved
