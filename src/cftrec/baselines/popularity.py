@@ -1,0 +1,83 @@
+"""Most-popular baseline: every user gets the catalogue titles ranked by train interactions.
+
+Ties are broken by title (alphabetical), the list is the same for everyone and history items are
+not excluded (as for the LLM methods). Scores are the train interaction counts of the titles.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from ..data.dataset import Catalog, Dataset
+from ..errors import CftrecError
+from ..io import atomic_directory, read_json, write_json
+from ..recommendation import Recommendation
+from ..runs import load_run_catalog, read_run_info, write_run_info
+
+COUNTS_FILE = "popularity.json"
+
+
+class PopularityRecommender:
+    """Title popularity from train counts. `counts` maps title -> train interactions; titles of
+    the catalogue missing from it count 0."""
+
+    def __init__(self, catalog: Catalog, counts: dict[str, int]):
+        unknown = set(counts) - set(catalog.items_of_title)
+        if unknown:
+            raise CftrecError(f"popularity counts name titles not in the catalogue: {sorted(unknown)[:3]}")
+        self.catalog = catalog
+        self.counts = {title: int(counts.get(title, 0)) for title in catalog.titles}
+        self.ranking = sorted(catalog.titles, key=lambda title: (-self.counts[title], title))
+
+    @classmethod
+    def from_dataset(cls, dataset: Dataset) -> PopularityRecommender:
+        return cls(dataset.catalog, dataset.train_popularity())
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, **decoding_options) -> PopularityRecommender:
+        """Load a `cftrec baseline pop` run. LLM decoding options do not apply and are ignored."""
+        if read_run_info(run_dir)["kind"] != "pop":
+            raise CftrecError(f"{run_dir}: not a popularity run")
+        return cls(load_run_catalog(run_dir), read_json(Path(run_dir) / COUNTS_FILE))
+
+    def recommend(
+        self, histories: list[list[str]], k: int = 10, **decoding_options
+    ) -> list[list[Recommendation]]:
+        """The k most popular titles for every history (histories do not change the list)."""
+        top = [
+            Recommendation(title, tuple(self.catalog.items_of_title[title]), float(self.counts[title]))
+            for title in self.ranking[:k]
+        ]
+        return [list(top) for _ in histories]
+
+    def title_log_probs(self, histories: list[list[str]]) -> torch.Tensor:
+        """log(train count / total train count) per title, [B, T] in `catalog.titles` order.
+        Titles never seen in train get -inf (probability 0)."""
+        total = sum(self.counts.values())
+        if total == 0:
+            raise CftrecError("no train interactions: popularity is undefined")
+        row = torch.tensor(
+            [math.log(c / total) if c else -math.inf for c in self.counts.values()],
+            dtype=torch.float32,
+        )
+        return row.expand(len(histories), -1).clone()
+
+
+def train_popularity(data: str | Path, out: str | Path, max_history: int = 10) -> dict:
+    """`cftrec baseline pop`: count train interactions per title and write the run directory."""
+    dataset = Dataset.load(data)
+    recommender = PopularityRecommender.from_dataset(dataset)
+    info = {
+        "kind": "pop",
+        "max_history": max_history,
+        "train_interactions": sum(recommender.counts.values()),
+        "titles": len(recommender.catalog.titles),
+        "top_titles": recommender.ranking[:5],
+    }
+    with atomic_directory(out) as tmp:
+        write_json(tmp / COUNTS_FILE, recommender.counts)
+        write_run_info(tmp, info, dataset)
+    return info

@@ -1,0 +1,131 @@
+"""Constrained beam search over the catalogue trie (D3 decoding), batched over users.
+
+Each prompt is prefilled once; its KV cache rows are then gathered for the live beams (no
+per-beam prefill). At every step the candidates are the trie children of each beam's node,
+gathered with tensor operations, so every finished hypothesis is a catalogue title.
+
+Selection follows Hugging Face beam search: the 2W best candidates per user are taken; those
+that end a title (EOS) and rank among the first W enter the finished pool (best W kept), the
+best W others continue. With length_penalty 0 (D3) a score is the sum of token log-probs and a
+user is done once its W-th finished score beats its best running one (no running beam can
+improve: scores only fall). With at least as many beams as titles nothing is ever pruned, so
+the result is the exact (exhaustive) ranking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .guidance import branch_log_probs, mix
+from .lm import forward, prefill
+from .trie import TitleTrie
+
+NEG_INF = float("-inf")
+
+
+@torch.inference_mode()
+def constrained_beam_search(
+    model,
+    prompts: Sequence[Sequence[int]],
+    trie: TitleTrie,
+    num_beams: int,
+    pad_id: int,
+    length_penalty: float = 0.0,
+    assistant_log_mass: torch.Tensor | None = None,
+    guidance_scale: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> (title indices [B, W], scores [B, W]), best first; -1 / -inf where fewer than W.
+
+    `assistant_log_mass` [B, N]: the assistant's log mass per trie node (guidance.node_log_mass).
+    """
+    width = num_beams
+    batch = len(prompts)
+    log_probs, cache, prompt_mask, prompt_len = prefill(model, prompts, pad_id)
+    device = log_probs.device
+    log_probs = log_probs.unsqueeze(1)  # [A, Wc=1, V]: one live beam (the prompt) per user
+    users = torch.arange(batch, device=device)  # active users -> batch index
+    scores = torch.zeros((batch, 1), device=device)  # [A, Wc] cumulative scores
+    nodes = torch.zeros((batch, 1), dtype=torch.long, device=device)  # [A, Wc] trie nodes
+    pool_scores = torch.full((batch, width), NEG_INF, device=device)  # finished, best first
+    pool_titles = torch.full((batch, width), -1, dtype=torch.long, device=device)
+    out_scores, out_titles = pool_scores.clone(), pool_titles.clone()
+    mass = assistant_log_mass.to(device) if assistant_log_mass is not None else None
+
+    for step in range(trie.max_length):
+        active = len(users)
+        tokens, children, valid = trie.children(nodes)  # [A, Wc, D]
+        token_scores = log_probs.gather(-1, tokens)  # [A, Wc, D]
+        if mass is not None:
+            assist = branch_log_probs(mass[users], nodes, children)
+            token_scores = mix(token_scores, assist, guidance_scale)
+        candidates = (scores.unsqueeze(-1) + token_scores).masked_fill(~valid, NEG_INF)
+        per_beam = candidates.shape[-1]
+        flat = candidates.view(active, -1)
+        top, index = flat.topk(min(2 * width, flat.shape[1]), dim=1)  # [A, K2], sorted
+        cand_child = children.view(active, -1).gather(1, index)
+        cand_token = tokens.view(active, -1).gather(1, index)
+        cand_parent = index // per_beam  # beam (within Wc) each candidate extends
+        cand_title = trie.leaf_title[cand_child]
+        alive = top > NEG_INF
+        ends = cand_title >= 0
+
+        # Finished: titles completed by a top-W candidate; merge into the pool, keep best W.
+        in_top_w = torch.arange(top.shape[1], device=device) < width
+        finished = ends & alive & in_top_w
+        normalised = top / float(step + 1) ** length_penalty
+        merged_scores = torch.cat([pool_scores, normalised.masked_fill(~finished, NEG_INF)], 1)
+        merged_titles = torch.cat([pool_titles, cand_title.masked_fill(~finished, -1)], 1)
+        pool_scores, keep = merged_scores.topk(width, dim=1)
+        pool_titles = merged_titles.gather(1, keep)
+
+        # Running: the best W candidates that did not just end a title.
+        running = top.masked_fill(ends | ~alive, NEG_INF)
+        if running.shape[1] < width:
+            running = torch.nn.functional.pad(running, (0, width - running.shape[1]), value=NEG_INF)
+            pad = (0, width - index.shape[1])
+            cand_child = torch.nn.functional.pad(cand_child, pad)
+            cand_token = torch.nn.functional.pad(cand_token, pad, value=pad_id)
+            cand_parent = torch.nn.functional.pad(cand_parent, pad)
+        run_scores, pick = running.topk(width, dim=1)  # [A, W]
+        best_running = run_scores[:, 0]
+        if length_penalty == 0:
+            done = (best_running == NEG_INF) | (pool_scores[:, -1] >= best_running)
+        else:  # no exact bound on later normalised scores: finish every live beam
+            done = best_running == NEG_INF
+        if done.any():
+            out_scores[users[done]] = pool_scores[done]
+            out_titles[users[done]] = pool_titles[done]
+        keep_users = (~done).nonzero().squeeze(1)
+        if len(keep_users) == 0:
+            break
+        # Only as many beam rows as the user with the most live beams needs.
+        live = int((run_scores[keep_users] > NEG_INF).sum(1).max())
+        run_scores = run_scores[keep_users, :live]
+        pick = pick[keep_users, :live]
+        nodes = cand_child[keep_users].gather(1, pick).masked_fill(run_scores == NEG_INF, 0)
+        next_tokens = cand_token[keep_users].gather(1, pick)
+        parents = cand_parent[keep_users].gather(1, pick)  # [A', live]
+        rows_per_user = scores.shape[1]
+        cache.reorder_cache((keep_users.unsqueeze(1) * rows_per_user + parents).view(-1))
+        users, scores = users[keep_users], run_scores
+        pool_scores, pool_titles = pool_scores[keep_users], pool_titles[keep_users]
+        prompt_mask, prompt_len = prompt_mask[keep_users], prompt_len[keep_users]
+
+        # Feed the chosen tokens: one new position per beam row.
+        rows = len(users) * live
+        mask = torch.cat(
+            [
+                prompt_mask.repeat_interleave(live, 0),
+                torch.ones((rows, step + 1), dtype=prompt_mask.dtype, device=device),
+            ],
+            1,
+        )
+        positions = (prompt_len.repeat_interleave(live) + step).unsqueeze(1)
+        out = forward(model, next_tokens.view(rows, 1), mask, positions, cache)
+        cache = out.cache
+        log_probs = out.logits[:, -1].float().log_softmax(-1).view(len(users), live, -1)
+    else:  # every path ends within max_length tokens, so this only catches a broken trie
+        raise RuntimeError("constrained beam search did not finish within the longest title")
+    return out_titles, out_scores

@@ -1,0 +1,56 @@
+"""Small helpers around a causal LM forward pass with left padding and a reusable KV cache.
+
+Left padding keeps every prompt's last token in the last column; explicit position ids
+(counting real tokens only) make a padded prompt compute exactly what it computes alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def left_pad(
+    sequences: Sequence[Sequence[int]], pad_id: int, device=None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> ids [B, L], attention mask [B, L] (0 on the left padding)."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        if len(seq):
+            ids[row, width - len(seq) :] = torch.as_tensor(list(seq), dtype=torch.long)
+            mask[row, width - len(seq) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+def forward(model, ids, mask, positions, cache=None, logits_to_keep: int = 0, hidden=False):
+    """One forward pass; `mask` covers cached + new tokens. Returns the model output
+    (`.logits`, `.cache`, and `.hidden_states` when `hidden`)."""
+    from transformers import DynamicCache
+
+    if cache is None:
+        cache = DynamicCache(config=model.config)
+    return model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=positions,
+        cache=cache,
+        use_cache=True,
+        logits_to_keep=logits_to_keep,
+        output_hidden_states=hidden,
+    )
+
+
+def prefill(model, prompts: Sequence[Sequence[int]], pad_id: int):
+    """Run the prompts once. -> (next-token log-probs [B, V], cache, mask [B, L], lengths [B])."""
+    ids, mask = left_pad(prompts, pad_id, model_device(model))
+    positions = (mask.cumsum(-1) - 1).clamp_min(0)
+    out = forward(model, ids, mask, positions, logits_to_keep=1)
+    log_probs = out.logits[:, -1].float().log_softmax(-1)
+    return log_probs, out.cache, mask, mask.sum(-1)

@@ -1,0 +1,270 @@
+"""`Recommender`: a fine-tuned LLM turned into ranked catalogue recommendations.
+
+    rec = Recommender(model, tokenizer, catalog_or_titles)
+    rec.recommend([["item1", "item7"], []], k=10, num_beams=10, method="beam")
+
+Methods: "beam" (constrained beam search over the title trie, D3; optional assistant guidance),
+"exhaustive" (exact likelihood of every title) and "grounding" (BIGRec: free generation, then
+nearest titles by hidden state).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..data.dataset import Catalog, resolve_history
+from ..errors import CftrecError
+from ..prompts import PromptEncoder
+from ..recommendation import Recommendation
+
+METHODS = ("beam", "exhaustive", "grounding")
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Decoded:
+    """Recommendations per history, plus grounding's raw generations (text, is a title)."""
+
+    recommendations: list[list[Recommendation]]
+    generations: list[list[tuple[str, bool]]] = field(default_factory=list)
+
+
+class Recommender:
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        titles_or_catalog: Catalog | Sequence[str],
+        encoder: PromptEncoder | None = None,
+        *,
+        length_penalty: float = 0.0,
+        batch_size: int = 8,
+        embedding_cache_dir: str | Path | None = None,
+    ):
+        if isinstance(titles_or_catalog, Catalog):
+            self.catalog = titles_or_catalog
+        else:
+            titles = list(titles_or_catalog)
+            self.catalog = Catalog(item_ids=titles, titles=titles)
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.encoder = encoder or PromptEncoder(tokenizer)
+        self.length_penalty = length_penalty
+        self.batch_size = batch_size
+        self.embedding_cache_dir = Path(embedding_cache_dir) if embedding_cache_dir else None
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.eos_id = tokenizer.eos_token_id
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, dtype: str | None = None, **options) -> Recommender:
+        """Load an "llm" run directory (model, tokenizer, prompt settings, catalogue)."""
+        from ..runs import load_run_catalog
+        from ..training.run_dir import load_llm_run
+
+        run = load_llm_run(run_dir, dtype=dtype, merge_lora=True)
+        options.setdefault("embedding_cache_dir", run_dir)
+        return cls(run.model, run.tokenizer, load_run_catalog(run_dir), run.encoder, **options)
+
+    # ---------------------------------------------------------------- shared pieces
+    @cached_property
+    def responses(self) -> list[list[int]]:
+        """Response token ids of every distinct title, exactly as training used them."""
+        return [self.encoder.response_ids(title) for title in self.catalog.titles]
+
+    @cached_property
+    def trie(self):
+        from .lm import model_device
+        from .trie import TitleTrie
+
+        return TitleTrie(self.responses, self.catalog.titles).to(model_device(self.model))
+
+    def prompts(self, histories: Sequence[Sequence[str]]) -> list[list[int]]:
+        """Factual prompt ids; an empty history gives the counterfactual (cold-start) prompt."""
+        prompts = []
+        for history in histories:
+            item_ids = resolve_history(self.catalog, list(history))
+            ids, _ = self.encoder.factual_ids(self.catalog.titles_for(item_ids))
+            prompts.append(ids)
+        return prompts
+
+    def _recommendation(self, title_index: int, score: float) -> Recommendation:
+        title = self.catalog.titles[title_index]
+        return Recommendation(title, tuple(self.catalog.items_of_title[title]), float(score))
+
+    # ---------------------------------------------------------------- public API
+    def recommend(
+        self,
+        histories: Sequence[Sequence[str]],
+        k: int = 10,
+        num_beams: int = 10,
+        method: str = "beam",
+        batch_size: int | None = None,
+        assistant=None,
+        guidance_scale: float = 1.0,
+        progress: bool = False,
+    ) -> list[list[Recommendation]]:
+        """Top-k distinct catalogue titles per history (item ids, oldest first), best first.
+
+        Beam search returns at most `num_beams` titles; use num_beams >= k for a full list.
+        """
+        return self.decode(
+            histories, k, num_beams, method, batch_size, assistant, guidance_scale, progress
+        ).recommendations
+
+    def decode(
+        self,
+        histories: Sequence[Sequence[str]],
+        k: int = 10,
+        num_beams: int = 10,
+        method: str = "beam",
+        batch_size: int | None = None,
+        assistant=None,
+        guidance_scale: float = 1.0,
+        progress: bool = False,
+    ) -> Decoded:
+        if method not in METHODS:
+            raise CftrecError(
+                f"unknown decoding method '{method}'; use one of {', '.join(METHODS)}"
+            )
+        if k < 1 or num_beams < 1:
+            raise CftrecError("k and num_beams must be at least 1")
+        if assistant is not None and method != "beam":
+            raise CftrecError("assistant guidance works with --decoding beam only")
+        histories = [list(h) for h in histories]
+        prompts = self.prompts(histories)  # validates every history before any model work
+        size = batch_size or self.batch_size
+        result = Decoded([], [] if method == "grounding" else [])
+        starts = range(0, len(prompts), size)
+        for start in tqdm(starts, desc=f"decoding ({method})", disable=not progress):
+            batch = prompts[start : start + size]
+            if method == "beam":
+                result.recommendations += self._beam(
+                    batch, histories[start : start + size], k, num_beams, assistant, guidance_scale
+                )
+            elif method == "exhaustive":
+                result.recommendations += self._exhaustive(batch, k)
+            else:
+                recs, generations = self._grounding(batch, k, num_beams)
+                result.recommendations += recs
+                result.generations += generations
+        return result
+
+    def title_scores(self, histories: Sequence[Sequence[str]], batch_size: int | None = None):
+        """Exact log-likelihood of every distinct title per history -> [B, T]."""
+        from .exhaustive import score_all_titles
+
+        prompts = self.prompts(histories)
+        size = batch_size or self.batch_size
+        chunks = [
+            score_all_titles(
+                self.model, prompts[s : s + size], self.responses, self.pad_id,
+                length_penalty=self.length_penalty,
+            )
+            for s in range(0, len(prompts), size)
+        ]  # fmt: skip
+        return torch.cat(chunks).cpu()
+
+    # ---------------------------------------------------------------- methods
+    def _beam(self, prompts, histories, k, num_beams, assistant, guidance_scale):
+        from .beam import constrained_beam_search
+        from .guidance import assistant_title_log_probs, node_log_mass
+
+        mass = None
+        if assistant is not None:
+            title_log_probs = assistant_title_log_probs(assistant, self.catalog, histories)
+            mass = node_log_mass(self.trie, title_log_probs.to(self.trie.leaf_order.device))
+        titles, scores = constrained_beam_search(
+            self.model, prompts, self.trie, num_beams, self.pad_id,
+            length_penalty=self.length_penalty, assistant_log_mass=mass,
+            guidance_scale=guidance_scale,
+        )  # fmt: skip
+        return [
+            [self._recommendation(t, s) for t, s in zip(row_t, row_s, strict=True) if t >= 0][:k]
+            for row_t, row_s in zip(titles.tolist(), scores.tolist(), strict=True)
+        ]
+
+    def _exhaustive(self, prompts, k):
+        from .exhaustive import score_all_titles
+
+        scores = score_all_titles(
+            self.model, prompts, self.responses, self.pad_id, length_penalty=self.length_penalty
+        ).cpu()
+        # Stable sort over the catalogue order: ties keep catalogue order (deterministic).
+        order = scores.argsort(dim=1, descending=True, stable=True)[:, :k]
+        return [
+            [self._recommendation(t, row_scores[t]) for t in row]
+            for row, row_scores in zip(order.tolist(), scores.tolist(), strict=True)
+        ]
+
+    def _grounding(self, prompts, k, num_beams):
+        from .grounding import embed_sequences, free_beam_search, ground
+
+        generated = free_beam_search(
+            self.model, prompts, num_beams, self.pad_id, self.eos_id,
+            max_new_tokens=max(len(r) for r in self.responses) + 8,
+            length_penalty=self.length_penalty,
+        )  # fmt: skip
+        flat = [ids for beams in generated for ids in beams]
+        embeddings = embed_sequences(self.model, flat, self.pad_id, self.batch_size * num_beams)
+        title_embeddings = self.title_embeddings()
+        known = set(self.catalog.titles)
+        recommendations, generations = [], []
+        for p, beams in enumerate(generated):
+            rows = embeddings[p * num_beams : (p + 1) * num_beams]
+            ranked = ground(rows, title_embeddings, k)
+            # Scores: the negated merged rank (round-robin merging has no common scale).
+            recommendations.append(
+                [self._recommendation(t, -(r + 1)) for r, t in enumerate(ranked)]
+            )
+            texts = [self.tokenizer.decode(ids, skip_special_tokens=True) for ids in beams]
+            generations.append([(text, _unquote(text) in known) for text in texts])
+        return recommendations, generations
+
+    def title_embeddings(self) -> torch.Tensor:
+        """[T, H] embeddings of every title's response text (without EOS), cached in the run
+        directory under a hash of the titles and their token ids; an unwritable directory only
+        means the next run computes them again."""
+        if getattr(self, "_title_embeddings", None) is not None:
+            return self._title_embeddings
+        from safetensors.torch import load_file, save_file
+
+        from .grounding import embed_sequences
+
+        key = hashlib.sha256(json.dumps([self.catalog.titles, self.responses]).encode())
+        path = None
+        if self.embedding_cache_dir is not None:
+            path = self.embedding_cache_dir / f"title_embeddings-{key.hexdigest()[:16]}.safetensors"
+        if path is not None and path.exists():
+            embeddings = load_file(path)["embeddings"]
+        else:
+            texts = [r[:-1] for r in self.responses]
+            embeddings = embed_sequences(
+                self.model, texts, self.pad_id, batch_size=64, progress=len(texts) > 500
+            )
+            if path is not None:
+                tmp = path.with_name(path.name + ".tmp")
+                try:
+                    save_file({"embeddings": embeddings.contiguous()}, tmp)
+                    tmp.replace(path)
+                except OSError as error:
+                    log.warning("cannot cache title embeddings in %s: %s", path.parent, error)
+                    tmp.unlink(missing_ok=True)
+        self._title_embeddings = embeddings
+        return embeddings
+
+
+def _unquote(text: str) -> str:
+    """The title inside a generated response: the text between its quotes."""
+    text = text.strip()
+    if len(text) >= 2 and text.startswith('"') and text.endswith('"'):
+        return text[1:-1]
+    return text

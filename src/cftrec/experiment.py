@@ -1,0 +1,155 @@
+"""The whole job end to end: prepare data, train pop / SASRec / sft / cft, evaluate all on the
+same test cases, compare against sft with paired significance, diagnose, recommend.
+
+One pipeline serves `cftrec demo` (small, about 15 minutes on 2 CPU cores) and the accuracy
+suite in benchmarks/accuracy/ (larger budgets, GPU). Every step runs the real `cftrec` command
+in a subprocess and prints it first, so the output doubles as a tutorial; a step whose output
+already exists is skipped (delete the folder or pass force=True to redo it).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import CftrecError
+from .io import read_json, write_json
+
+METRIC_COLUMNS = ("ndcg@5", "ndcg@10", "hr@5", "hr@10", "hr@50")
+
+
+@dataclass
+class ExperimentSettings:
+    """What to run. Defaults are the demo's budget on MovieLens-100k with the bundled model."""
+
+    data_source: str = "movielens-100k"  # "movielens-100k" (fetched) or "prepared:PATH"
+    model: str = "bundled:smollm2-135m"
+    methods: tuple[str, ...] = ("pop", "sasrec", "sft", "cft")
+    alpha: float = 0.1
+    beta: float = 0.25
+    lora: bool = True
+    max_train_samples: int | None = 256
+    epochs: float = 1.0
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    eval_limit: int | None = 200
+    beams: int = 10
+    decoding: str = "beam"
+    sasrec_epochs: int = 30
+    seed: int = 42
+    dtype: str = "float32"
+    extra_train_args: tuple[str, ...] = ()
+    diagnose_limit: int | None = 50
+    sample_history: tuple[str, ...] = ("Toy Story (1995)", "Heat (1995)", "Fargo (1996)")
+    force: bool = False
+    launcher: tuple[str, ...] = field(default_factory=tuple)  # e.g. ("accelerate", "launch")
+
+
+def _cftrec() -> list[str]:
+    return [sys.executable, "-m", "cftrec"]
+
+
+def run_step(title: str, args: list[str], output: Path | None = None, force: bool = False,
+             launcher: tuple[str, ...] = ()) -> float:
+    """Print and run one `cftrec` command; skip it when `output` already exists."""
+    shown = "cftrec " + " ".join(shlex.quote(a) for a in args)
+    print(f"\n==> {title}\n$ {shown}", flush=True)
+    if output is not None and output.exists() and not force:
+        print(f"    (already done: {output} exists; skipping)", flush=True)
+        return 0.0
+    start = time.perf_counter()
+    command = [*launcher, "-m", "cftrec", *args] if launcher else [*_cftrec(), *args]
+    result = subprocess.run(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if result.returncode != 0:
+        raise CftrecError(f"step '{title}' failed (exit {result.returncode}): {shown}")
+    elapsed = time.perf_counter() - start
+    print(f"    done in {elapsed:.0f} s", flush=True)
+    return elapsed
+
+
+def run_experiment(settings: ExperimentSettings, out_dir: str | Path) -> dict:
+    """Run the pipeline into `out_dir`; return (and write to out_dir/summary.json) the table."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    force = settings.force
+    timings: dict[str, float] = {}
+
+    if settings.data_source == "movielens-100k":
+        raw = out / "raw" / "ml-100k"
+        data = out / "data" / "ml100k"
+        timings["fetch"] = run_step(
+            "Fetch MovieLens-100k (from the recbole wheel on PyPI)",
+            ["data", "fetch", "movielens-100k", "-o", str(raw)], raw, force)
+        timings["prepare"] = run_step(
+            "Prepare: titles, leave-one-out split, samples with up to 10 history items",
+            ["data", "prepare", "recbole", str(raw), "-o", str(data), "--split", "loo"],
+            data, force)
+    elif settings.data_source.startswith("prepared:"):
+        data = Path(settings.data_source.removeprefix("prepared:"))
+    else:
+        raise CftrecError(f"unknown data source {settings.data_source!r}")
+    run_step("Dataset statistics", ["data", "stats", str(data)])
+
+    runs, results = out / "runs", out / "results"
+    limit = ["--limit", str(settings.eval_limit)] if settings.eval_limit else []
+    for method in settings.methods:
+        run = runs / method
+        if method == "pop":
+            timings["train pop"] = run_step(
+                "Popularity baseline", ["baseline", "pop", "--data", str(data), "-o", str(run)],
+                run, force)
+        elif method == "sasrec":
+            timings["train sasrec"] = run_step(
+                "SASRec baseline (full-softmax cross-entropy, early stopping on valid NDCG@10)",
+                ["baseline", "sasrec", "--data", str(data), "-o", str(run),
+                 "--epochs", str(settings.sasrec_epochs), "--seed", str(settings.seed)],
+                run, force)
+        else:
+            train_args = [
+                "train", "--data", str(data), "--model", settings.model, "--method", method,
+                "--alpha", str(settings.alpha), "--beta", str(settings.beta),
+                "--epochs", str(settings.epochs), "--batch-size", str(settings.batch_size),
+                "--learning-rate", str(settings.learning_rate), "--seed", str(settings.seed),
+                "--dtype", settings.dtype, "-o", str(run),
+            ]
+            if settings.lora:
+                train_args.append("--lora")
+            if settings.max_train_samples:
+                train_args += ["--max-train-samples", str(settings.max_train_samples)]
+            train_args += list(settings.extra_train_args)
+            label = "BIGRec baseline (sft)" if method == "sft" else "Counterfactual fine-tuning (cft)"
+            timings[f"train {method}"] = run_step(
+                f"Train {label} on {settings.model}", train_args, run, force, settings.launcher)
+        eval_args = ["evaluate", "--run", str(run), "--data", str(data), "--split", "test",
+                     "--decoding", settings.decoding, "--beams", str(settings.beams), *limit,
+                     "-o", str(results / method)]
+        timings[f"evaluate {method}"] = run_step(
+            f"Evaluate {method} on the test cases (full ranking over distinct titles)",
+            eval_args, results / method, force, settings.launcher)
+
+    comparisons = {}
+    reference = "sft" if "sft" in settings.methods else settings.methods[0]
+    for method in settings.methods:
+        if method == reference:
+            continue
+        target = results / f"compare-{reference}-vs-{method}.json"
+        run_step(f"Paired significance: {method} vs {reference}",
+                 ["compare", str(results / reference), str(results / method), "-o", str(target)],
+                 target, force)
+        comparisons[method] = read_json(target)
+
+    summary = {
+        "settings": asdict(settings),
+        "data": str(data),
+        "reference": reference,
+        "metrics": {m: read_json(results / m / "results.json") for m in settings.methods},
+        "comparisons": comparisons,
+        "timings_s": timings,
+    }
+    write_json(out / "summary.json", summary)
+    return summary

@@ -1,0 +1,112 @@
+"""The LLM run directory written by `cftrec train -o RUN`, and how to load it back.
+
+    RUN/
+      run.json        kind "llm", method, base_model, lora (or null), dtype, prompt (encoder
+                      config), max_history, seed, data_fingerprint, summary, ...
+      items.parquet   catalogue copy (cftrec.runs.write_run_info)
+      config.yaml     the resolved training configuration
+      tokenizer/      the tokenizer (save_pretrained)
+      model/          full weights (safetensors), or
+      adapter/        a peft LoRA adapter (safetensors) over `base_model`
+      metrics.jsonl   one JSON object per logged step: step, loss, rec, cf; eval lines carry
+                      eval_loss (the recommendation loss on the validation samples)
+
+While training, resumable checkpoints live in RUN/checkpoints/; the finished directory is
+written into a temporary folder and renamed over RUN, so it is either complete or absent.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import CftrecError
+from ..io import atomic_directory
+from ..prompts import PromptEncoder
+from ..runs import read_run_info, write_run_info
+
+MODEL_DIR = "model"
+ADAPTER_DIR = "adapter"
+TOKENIZER_DIR = "tokenizer"
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINTS_DIR = "checkpoints"
+
+
+@dataclass
+class LLMRun:
+    """A trained LLM recommender: model (eval mode), tokenizer, prompt encoder, run.json."""
+
+    model: Any
+    tokenizer: Any
+    encoder: PromptEncoder
+    info: dict[str, Any]
+
+
+def save_llm_run(
+    run_dir: str | Path,
+    *,
+    model,
+    tokenizer,
+    info: dict[str, Any],
+    dataset,
+    config: dict[str, Any],
+    metrics: list[dict[str, Any]],
+) -> Path:
+    """Write a complete run directory atomically. `model` may be a peft model (adapter only)."""
+    import yaml
+
+    info = {"kind": "llm", **info}
+    run_dir = Path(run_dir)
+    # The checkpoints folder lives inside RUN while training; the finished run replaces it.
+    with atomic_directory(run_dir) as tmp:
+        write_run_info(tmp, info, dataset)
+        (tmp / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        tokenizer.save_pretrained(tmp / TOKENIZER_DIR)
+        weights = ADAPTER_DIR if info.get("lora") else MODEL_DIR
+        model.save_pretrained(tmp / weights, safe_serialization=True)
+        with open(tmp / METRICS_FILE, "w", encoding="utf-8") as handle:
+            for line in metrics:
+                handle.write(json.dumps(line) + "\n")
+    return run_dir
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / METRICS_FILE
+    if not path.exists():
+        return []
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def load_llm_run(run_dir: str | Path, dtype: str | None = None, merge_lora: bool = True) -> LLMRun:
+    """Load a run written by `cftrec train`. `dtype=None` uses the training dtype; a LoRA
+    adapter is merged into the base weights unless `merge_lora=False` (then a PeftModel)."""
+    from ..modeling import load_model, load_tokenizer
+
+    run_dir = Path(run_dir)
+    info = read_run_info(run_dir)
+    if info["kind"] != "llm":
+        raise CftrecError(f"{run_dir}: a '{info['kind']}' run, not an LLM run")
+    dtype = dtype or info.get("dtype", "float32")
+    tokenizer = load_tokenizer(str(run_dir / TOKENIZER_DIR))
+    if info.get("lora"):
+        adapter = run_dir / ADAPTER_DIR
+        if not (adapter / "adapter_config.json").exists():
+            raise CftrecError(f"{adapter}: missing LoRA adapter (adapter_config.json)")
+        from peft import PeftModel
+
+        base = load_model(info["base_model"], dtype=dtype)
+        model = PeftModel.from_pretrained(base, str(adapter))
+        if merge_lora:
+            model = model.merge_and_unload()
+    else:
+        weights = run_dir / MODEL_DIR
+        if not (weights / "config.json").exists():
+            raise CftrecError(f"{weights}: missing model weights (config.json)")
+        model = load_model(str(weights), dtype=dtype)
+    model.eval()
+    encoder = PromptEncoder(tokenizer, **info["prompt"])
+    return LLMRun(model=model, tokenizer=tokenizer, encoder=encoder, info=info)
