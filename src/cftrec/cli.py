@@ -36,16 +36,488 @@ def _root(
 # ---------------------------------------------------------------- data (issue: data layer)
 
 
+@data_app.command("fetch")
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="Dataset to fetch: movielens-100k.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Folder for the files.")],
+) -> None:
+    """Place an embedded dataset's raw files (MovieLens-100k from the recbole wheel, offline)."""
+    from .assets import fetch_movielens_100k
+
+    if name != "movielens-100k":
+        raise CftrecError(f"unknown dataset '{name}'; available: movielens-100k")
+    for path in fetch_movielens_100k(out):
+        print(path)
+    print(f"next: cftrec data prepare recbole {out} -o DIR")
+
+
+@data_app.command("prepare")
+def data_prepare(
+    source: Annotated[
+        str, typer.Argument(help="amazon2018 | amazon2023 | movielens | recbole | sequences | d3")
+    ],
+    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="Input file or folder.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Dataset folder to write.")],
+    split: Annotated[
+        str | None,
+        typer.Option(
+            help="loo | temporal | given (default: given if the input has a split, "
+            "temporal for amazon, else loo)"
+        ),
+    ] = None,
+    max_history: Annotated[int, typer.Option(help="History items per sample.")] = 10,
+    kcore: Annotated[
+        int | None, typer.Option(help="Iterative k-core (default: 5 for amazon, else off).")
+    ] = None,
+    start: Annotated[str | None, typer.Option(help="Time window start, YYYY-MM-DD.")] = None,
+    end: Annotated[str | None, typer.Option(help="Time window end (exclusive).")] = None,
+    min_items: Annotated[
+        int | None, typer.Option(help="Move --start back a year at a time until this many items.")
+    ] = None,
+    max_title_words: Annotated[
+        int | None, typer.Option(help="Drop longer titles (default: 20 for amazon, else off).")
+    ] = None,
+    min_rating: Annotated[
+        float | None, typer.Option(help="movielens/recbole: keep ratings >= this.")
+    ] = None,
+    items: Annotated[Path | None, typer.Option(help="sequences: the items.tsv file.")] = None,
+    meta: Annotated[Path | None, typer.Option(help="amazon: the metadata file.")] = None,
+    name: Annotated[
+        str | None, typer.Option(help="d3/recbole: which dataset of the folder.")
+    ] = None,
+    title_field: Annotated[str | None, typer.Option(help="recbole: the title field.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print meta.json content.")] = False,
+) -> None:
+    """Turn a raw interaction log into a canonical dataset (atomic: all or nothing)."""
+    import json
+
+    from .data.prepare import PrepareOptions, prepare
+
+    options = PrepareOptions(
+        split=split,
+        max_history=max_history,
+        kcore=kcore,
+        start=start,
+        end=end,
+        min_items=min_items,
+        max_title_words=max_title_words,
+        min_rating=min_rating,
+        items=str(items) if items else None,
+        meta=str(meta) if meta else None,
+        name=name,
+        title_field=title_field,
+    )
+    result = prepare(source, input_path, out, options)
+    if json_out:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    counts = result["counts"]
+    print(
+        f"wrote {out}: {counts['users']:,} users, {counts['items']:,} items, "
+        f"{counts['interactions']:,} interactions; samples "
+        + ", ".join(f"{k} {v:,}" for k, v in counts["samples"].items())
+        + f"; dropped {counts['dropped_items']:,} items without a usable title "
+        f"({counts['dropped_interactions']:,} interactions)"
+    )
+
+
+@data_app.command("stats")
+def data_stats(
+    path: Annotated[Path, typer.Argument(help="A prepared dataset folder.")],
+    max_history: Annotated[
+        int | None, typer.Option(help="History length for the average (default: the dataset's).")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Users, items, interactions, samples per split, titles, drops."""
+    import json
+
+    from rich.console import Console
+
+    from .data.dataset import Dataset
+    from .data.stats import dataset_stats, stats_table
+
+    stats = dataset_stats(Dataset.load(path), max_history)
+    if json_out:
+        print(json.dumps(stats, ensure_ascii=False))
+    else:
+        Console().print(stats_table(stats))
+
+
+@data_app.command("export")
+def data_export(
+    path: Annotated[Path, typer.Argument(help="A prepared dataset folder.")],
+    fmt: Annotated[str, typer.Option("--format", help="recbole | d3")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Folder to write.")],
+    name: Annotated[str | None, typer.Option(help="File name stem (default: folder name).")] = None,
+    max_history: Annotated[int, typer.Option(help="d3: history items per row.")] = 10,
+) -> None:
+    """Write a prepared dataset as RecBole atomic files or D3/BIGRec CSV files."""
+    from .data.dataset import Dataset
+    from .data.export import export
+
+    for file in export(Dataset.load(path), fmt, out, name, max_history):
+        print(file)
+
+
 # ---------------------------------------------------------------- train
 
 
 # ---------------------------------------------------------------- evaluate / compare
 
 
+@app.command("evaluate")
+def evaluate_command(
+    run: Annotated[Path, typer.Option("--run", help="Run directory (llm, sasrec or pop).")],
+    data: Annotated[Path, typer.Option("--data", help="Prepared dataset directory.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output directory (replaced).")],
+    split: Annotated[str, typer.Option(help="Split to evaluate: test or valid.")] = "test",
+    decoding: Annotated[
+        str, typer.Option(help="LLM runs: beam (constrained, D3), exhaustive or grounding.")
+    ] = "beam",
+    beams: Annotated[int, typer.Option(help="LLM runs: number of beams.")] = 10,
+    limit: Annotated[int | None, typer.Option(help="Evaluate the first N cases.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Cases decoded together.")] = 8,
+    assistant: Annotated[
+        Path | None, typer.Option(help="D3 guidance: a sasrec/pop run on the same data.")
+    ] = None,
+    guidance_scale: Annotated[
+        float, typer.Option(help="g in g * (llm - assistant) + assistant (1 = plain LLM).")
+    ] = 1.0,
+    length_penalty: Annotated[
+        float, typer.Option(help="LLM runs: beam score / length**p (0 = sum, as D3).")
+    ] = 0.0,
+    max_history: Annotated[
+        int | None, typer.Option(help="History window (default: the run's).")
+    ] = None,
+    allow_data_mismatch: Annotated[
+        bool, typer.Option(help="Evaluate on data other than the run was trained on (warns).")
+    ] = False,
+    dtype: Annotated[str | None, typer.Option(help="LLM runs: float32/bfloat16/float16.")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print results.json, not the table.")
+    ] = False,
+) -> None:
+    """Rank the catalogue for every case of a split; NDCG@K and HR@K, coverage, popularity.
+
+    Under `accelerate launch` the cases are split across processes and gathered.
+    """
+    import json
+
+    from rich.console import Console
+
+    from .evaluation.evaluate import EvaluationSettings, evaluate
+    from .evaluation.report import metrics_table
+
+    settings = EvaluationSettings(
+        split=split, decoding=decoding, beams=beams, limit=limit, batch_size=batch_size,
+        assistant=str(assistant) if assistant else None, guidance_scale=guidance_scale,
+        length_penalty=length_penalty, max_history=max_history,
+        allow_data_mismatch=allow_data_mismatch, dtype=dtype,
+    )  # fmt: skip
+    results = evaluate(run, data, out, settings)
+    if results is None:  # not the main process
+        return
+    if as_json:
+        print(json.dumps(results, indent=2))
+        return
+    console = Console()
+    console.print(metrics_table(results, results["name"]))
+    console.print(
+        f"{results['num_cases']} cases in {results['elapsed_s']:.1f} s -> {out}/results.json"
+    )
+
+
+@app.command("compare")
+def compare_command(
+    result_a: Annotated[Path, typer.Argument(help="Evaluation output A (baseline).")],
+    result_b: Annotated[Path, typer.Argument(help="Evaluation output B (compared to A).")],
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="Write JSON here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON, not the table.")] = False,
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples / permutations.")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Seed of the resampling.")] = 0,
+) -> None:
+    """Paired comparison per metric: B - A, bootstrap 95% interval, permutation p-value."""
+    import json
+
+    from rich.console import Console
+
+    from .evaluation.report import comparison_table, read_results
+    from .evaluation.significance import compare_results
+    from .io import write_json
+
+    results_a, cases_a = read_results(result_a)
+    results_b, cases_b = read_results(result_b)
+    comparison = compare_results(results_a, cases_a, results_b, cases_b, resamples, seed)
+    if out is not None:
+        write_json(out, comparison)
+    if as_json:
+        print(json.dumps(comparison, indent=2))
+    else:
+        Console().print(comparison_table(comparison))
+
+
 # ---------------------------------------------------------------- baselines
+
+baseline_app = typer.Typer(
+    help="Classic baselines (popularity, SASRec) as run directories for evaluate/recommend.",
+    no_args_is_help=True,
+)
+app.add_typer(baseline_app, name="baseline")
+
+
+def _print_run_summary(info: dict, out: Path, as_json: bool) -> None:
+    import json
+
+    if as_json:
+        print(json.dumps(info))
+    else:
+        print(f"wrote {info['kind']} run to {out}")
+
+
+@baseline_app.command("pop")
+def baseline_pop(
+    data: Annotated[Path, typer.Option("--data", help="Prepared dataset folder.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Run folder to write.")],
+    max_history: Annotated[int, typer.Option(help="History items per evaluation case.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run info as JSON.")] = False,
+) -> None:
+    """Most-popular titles by train interactions (ties by title), the same list for everyone."""
+    from .baselines.popularity import train_popularity
+
+    info = train_popularity(data, out, max_history)
+    if not as_json:
+        top = ", ".join(info["top_titles"][:3])
+        print(f"popularity over {info['titles']} titles from {info['train_interactions']} "
+              f"train interactions; top: {top}")
+    _print_run_summary(info, out, as_json)
+
+
+@baseline_app.command("sasrec")
+def baseline_sasrec(
+    data: Annotated[Path, typer.Option("--data", help="Prepared dataset folder.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Run folder to write.")],
+    hidden_size: Annotated[int, typer.Option(help="Embedding / hidden size.")] = 64,
+    blocks: Annotated[int, typer.Option(help="Transformer blocks.")] = 2,
+    heads: Annotated[int, typer.Option(help="Attention heads.")] = 1,
+    dropout: Annotated[float, typer.Option(help="Dropout rate.")] = 0.2,
+    max_length: Annotated[int, typer.Option(help="Most recent items the model reads.")] = 50,
+    loss: Annotated[
+        str, typer.Option(help="ce (full softmax) | bce (one sampled negative per position).")
+    ] = "ce",
+    epochs: Annotated[int, typer.Option(help="Most training epochs.")] = 50,
+    batch_size: Annotated[int, typer.Option(help="Training windows per batch.")] = 256,
+    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 1e-3,
+    weight_decay: Annotated[float, typer.Option(help="Adam weight decay.")] = 0.0,
+    patience: Annotated[
+        int, typer.Option(help="Stop after this many epochs without a better valid NDCG@10.")
+    ] = 5,
+    max_eval_samples: Annotated[
+        int, typer.Option(help="Validation cases per epoch (seeded subset; 0 = all).")
+    ] = 5000,
+    max_history: Annotated[
+        int | None,
+        typer.Option(help="History items per evaluation case.", show_default="--max-length"),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    device: Annotated[
+        str | None, typer.Option(help="cpu | cuda.", show_default="cuda if available")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run info as JSON.")] = False,
+) -> None:
+    """SASRec (Kang & McAuley 2018) trained on the train split, early stopping on valid NDCG@10."""
+    from .baselines.sasrec import SASRecConfig, train_sasrec
+
+    config = SASRecConfig(
+        hidden_size=hidden_size, num_blocks=blocks, num_heads=heads, dropout=dropout,
+        max_length=max_length, loss=loss, epochs=epochs, batch_size=batch_size,
+        learning_rate=lr, weight_decay=weight_decay, patience=patience,
+        max_eval_samples=max_eval_samples or None, seed=seed,
+    )
+    info = train_sasrec(data, out, config, device, max_history, log=print)
+    if not as_json:
+        valid = info["best_valid"]
+        scores = ", ".join(f"{k} {v:.4f}" for k, v in valid.items()) or "no validation cases"
+        print(f"SASRec: {info['epochs_run']} epochs in {info['train_seconds']:.1f}s, best epoch "
+              f"{info['best_epoch']} (valid {scores})")
+    _print_run_summary(info, out, as_json)
+
 
 
 # ---------------------------------------------------------------- recommend / serve / diagnose / demo
+
+
+_DECODING_HELP = "LLM runs: beam (constrained, D3), exhaustive or grounding."
+
+
+@app.command("recommend")
+def recommend_command(
+    run: Annotated[Path, typer.Option("--run", help="Run directory (llm, sasrec or pop).")],
+    entries: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[ENTRY]...",
+            help="History, oldest first: catalogue titles or item ids (none = cold start).",
+            show_default=False,
+        ),
+    ] = None,
+    history: Annotated[
+        bool,
+        typer.Option(
+            "--history",
+            help='Optional marker before the entries: --history "Toy Story (1995)" "Heat (1995)".',
+        ),
+    ] = False,
+    item_ids: Annotated[
+        bool, typer.Option("--item-ids", help="The entries are item ids (not titles).")
+    ] = False,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, help="How many titles.")] = 10,
+    decoding: Annotated[str, typer.Option(help=_DECODING_HELP)] = "beam",
+    beams: Annotated[
+        int | None, typer.Option(min=1, help="LLM runs: number of beams (default max(10, k)).")
+    ] = None,
+    dtype: Annotated[str | None, typer.Option(help="LLM runs: float32/bfloat16/float16.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON, not the table.")] = False,
+) -> None:
+    """Top-k recommendations for one history, from any run kind.
+
+    Example: cftrec recommend --run runs/cft --history "Toy Story (1995)" "Heat (1995)" -k 10
+    """
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from .serving.service import RecommendService
+
+    console = Console(stderr=True)
+    with console.status(f"loading {run}"):
+        service = RecommendService.load(
+            run, dtype=dtype, method=decoding, num_beams=beams or max(10, k)
+        )
+    resolved = service.resolve(entries or [], item_ids_only=item_ids)
+    recommendations = service.recommend([resolved], k)[0]
+    if as_json:
+        payload = {
+            "run": str(run),
+            "history": [{"item_id": i, "title": service.catalog.title(i)} for i in resolved],
+            "decoding": service.decoding,
+            "recommendations": [r.to_dict() for r in recommendations],
+        }
+        print(json.dumps(payload, indent=2, ensure_ascii=False))
+        return
+    used = ", ".join(service.catalog.title(i) for i in resolved) or "(none: cold start)"
+    table = Table(title=f"{run} ({service.kind}) | history: {used}")
+    for column in ("rank", "title", "score", "item ids"):
+        table.add_column(column, justify="right" if column in ("rank", "score") else "left")
+    for rank, rec in enumerate(recommendations, 1):
+        table.add_row(str(rank), rec.title, f"{rec.score:.4g}", ", ".join(rec.item_ids))
+    Console().print(table)
+
+
+@app.command("serve")
+def serve_command(
+    run: Annotated[Path, typer.Option("--run", help="Run directory (llm, sasrec or pop).")],
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CFTREC_API_KEY",
+            help="Require this key in the X-API-Key header (env CFTREC_API_KEY).",
+            show_default=False,
+        ),
+    ] = None,
+    max_batch_size: Annotated[
+        int, typer.Option(min=1, help="Most requests decoded together (1 = one at a time).")
+    ] = 16,
+    max_wait_ms: Annotated[
+        float, typer.Option(min=0, help="Longest a request waits for its batch to fill.")
+    ] = 5.0,
+    max_k: Annotated[int, typer.Option(min=1, help="Largest k a request may ask for.")] = 50,
+    max_history_entries: Annotated[
+        int, typer.Option(min=1, help="Longest history a request may send.")
+    ] = 100,
+    max_body_bytes: Annotated[
+        int, typer.Option(min=1, help="Larger request bodies get 413.")
+    ] = 65536,
+    decoding: Annotated[str, typer.Option(help=_DECODING_HELP)] = "beam",
+    beams: Annotated[
+        int, typer.Option(min=1, help="LLM runs: beams (beam search returns at most this many).")
+    ] = 10,
+    dtype: Annotated[str | None, typer.Option(help="LLM runs: float32/bfloat16/float16.")] = None,
+    graceful_timeout: Annotated[
+        float, typer.Option(help="Seconds in-flight requests get to finish on SIGTERM.")
+    ] = 30.0,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve a run over HTTP: POST /recommend, POST /recommend/batch, GET /items, GET /health,
+    docs at /docs. Concurrent requests are micro-batched; SIGTERM drains in-flight requests."""
+    from .serving.app import serve
+
+    serve(
+        run, host=host, port=port, api_key=api_key or None, graceful_timeout_s=graceful_timeout,
+        log_level=log_level, decoding={"method": decoding, "num_beams": beams}, dtype=dtype,
+        max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_k=max_k,
+        max_history_entries=max_history_entries, max_body_bytes=max_body_bytes,
+    )  # fmt: skip
+
+
+@app.command("diagnose")
+def diagnose_command(
+    run: Annotated[Path, typer.Option("--run", help="LLM run directory.")],
+    data: Annotated[Path, typer.Option("--data", help="Prepared dataset directory.")],
+    out: Annotated[
+        Path, typer.Option("-o", "--out", help="Output directory (replaced): JSON and PNG.")
+    ] = Path("diagnose"),
+    compare_run: Annotated[
+        Path | None, typer.Option(help="A second LLM run (e.g. sft vs cft), side by side.")
+    ] = None,
+    split: Annotated[str, typer.Option(help="Split: test, valid or train.")] = "test",
+    limit: Annotated[int | None, typer.Option(min=1, help="Use the first N cases.")] = 200,
+    batch_size: Annotated[int, typer.Option(min=1, help="Cases per forward pass.")] = 8,
+    decoding: Annotated[str, typer.Option(help=_DECODING_HELP + " (for top-1 changes)")] = "beam",
+    beams: Annotated[int, typer.Option(min=1, help="LLM runs: number of beams.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON, not the table.")] = False,
+) -> None:
+    """How much the output depends on the history: per response-token position, mean
+    KL(factual || counterfactual) and causal effect on the true token, and the share of cases
+    whose top-1 recommendation changes when the history is removed."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from .diagnostics import diagnose, run_label, write_outputs
+
+    runs = [run] if compare_run is None else [run, compare_run]
+    result = diagnose(runs, data, split, limit, batch_size, decoding, beams)
+    write_outputs(result, out)
+    if as_json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    table = Table(title=f"history effect per response token ({split}, {data})")
+    table.add_column("position", justify="right")
+    table.add_column("n", justify="right")
+    for entry in result["runs"]:
+        table.add_column(f"KL {run_label(entry)}", justify="right")
+        table.add_column(f"effect {run_label(entry)}", justify="right")
+    longest = max(result["runs"], key=lambda entry: len(entry["positions"]))["positions"]
+    for t, row in enumerate(longest):  # runs with different tokenizers may differ in length
+        cells = [str(row["position"]), str(row["n"])]
+        for entry in result["runs"]:
+            p = entry["positions"][t] if t < len(entry["positions"]) else None
+            cells += [f"{p['kl']:.4f}", f"{p['effect']:+.4f}"] if p else ["", ""]
+        table.add_row(*cells)
+    console = Console()
+    console.print(table)
+    for entry in result["runs"]:
+        console.print(
+            f"{run_label(entry)}: {entry['cases']} cases, mean KL {entry['mean_kl']:.4f}, "
+            f"mean effect {entry['mean_effect']:+.4f}, top-1 changes without history "
+            f"{entry['top1_changed']:.1%}"
+        )
+    console.print(f"-> {out}/diagnose.json, {out}/diagnose.png")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -27,7 +27,9 @@ class PopularityRecommender:
     def __init__(self, catalog: Catalog, counts: dict[str, int]):
         unknown = set(counts) - set(catalog.items_of_title)
         if unknown:
-            raise CftrecError(f"popularity counts name titles not in the catalogue: {sorted(unknown)[:3]}")
+            raise CftrecError(
+                f"popularity counts name titles not in the catalogue: {sorted(unknown)[:3]}"
+            )
         self.catalog = catalog
         self.counts = {title: int(counts.get(title, 0)) for title in catalog.titles}
         self.ranking = sorted(catalog.titles, key=lambda title: (-self.counts[title], title))
@@ -48,7 +50,9 @@ class PopularityRecommender:
     ) -> list[list[Recommendation]]:
         """The k most popular titles for every history (histories do not change the list)."""
         top = [
-            Recommendation(title, tuple(self.catalog.items_of_title[title]), float(self.counts[title]))
+            Recommendation(
+                title, tuple(self.catalog.items_of_title[title]), float(self.counts[title])
+            )
             for title in self.ranking[:k]
         ]
         return [list(top) for _ in histories]

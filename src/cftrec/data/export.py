@@ -12,14 +12,23 @@ from .dataset import DEFAULT_MAX_HISTORY, SPLITS, Dataset
 FORMATS = ("recbole", "d3")
 
 
-def export(dataset: Dataset, fmt: str, out_dir: str | Path, name: str | None = None,
-           max_history: int = DEFAULT_MAX_HISTORY) -> list[Path]:
+def export(
+    dataset: Dataset,
+    fmt: str,
+    out_dir: str | Path,
+    name: str | None = None,
+    max_history: int = DEFAULT_MAX_HISTORY,
+) -> list[Path]:
     """Write the dataset in `fmt` into `out_dir` (atomically); returns the files written."""
     if fmt not in FORMATS:
         raise CftrecError(f"unknown export format '{fmt}'; use one of {', '.join(FORMATS)}")
     name = name or dataset.path.resolve().name
     with atomic_directory(out_dir) as tmp:
-        names = _recbole(dataset, tmp, name) if fmt == "recbole" else _d3(dataset, tmp, name, max_history)
+        names = (
+            _recbole(dataset, tmp, name)
+            if fmt == "recbole"
+            else _d3(dataset, tmp, name, max_history)
+        )
     return [Path(out_dir) / n for n in names]
 
 
@@ -32,7 +41,9 @@ def _recbole(dataset: Dataset, out: Path, name: str) -> list[str]:
     frame = dataset.interactions
     with open(out / f"{name}.inter", "w", encoding="utf-8") as handle:
         handle.write("user_id:token\titem_id:token\ttimestamp:float\n")
-        for user, item, time in zip(frame["user_id"], frame["item_id"], frame["timestamp"], strict=True):
+        for user, item, time in zip(
+            frame["user_id"], frame["item_id"], frame["timestamp"], strict=True
+        ):
             handle.write(f"{user}\t{item}\t{time}\n")
     with open(out / f"{name}.item", "w", encoding="utf-8") as handle:
         handle.write("item_id:token\ttitle:token_seq\n")
@@ -53,23 +64,34 @@ def _d3(dataset: Dataset, out: Path, name: str, max_history: int) -> list[str]:
         file_name = f"{split}_{name}.csv"
         with open(out / file_name, "w", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["user_id", "history_item_id", "item_id", "history_item_title",
-                             "item_title", "history_timestamp", "timestamp"])
+            writer.writerow(
+                [
+                    "user_id",
+                    "history_item_id",
+                    "item_id",
+                    "history_item_title",
+                    "item_title",
+                    "history_timestamp",
+                    "timestamp",
+                ]
+            )
             for user, (items, stamps, splits) in dataset.user_sequences.items():
                 for position in range(1, len(items)):
                     if splits[position] != split:
                         continue
                     start = max(0, position - max_history)
                     history = items[start:position]
-                    writer.writerow([
-                        user,
-                        json.dumps([as_id(i) for i in history]),
-                        as_id(items[position]),
-                        json.dumps(catalog.titles_for(history), ensure_ascii=False),
-                        catalog.title(items[position]),
-                        json.dumps([int(t) for t in stamps[start:position]]),
-                        int(stamps[position]),
-                    ])
+                    writer.writerow(
+                        [
+                            user,
+                            json.dumps([as_id(i) for i in history]),
+                            as_id(items[position]),
+                            json.dumps(catalog.titles_for(history), ensure_ascii=False),
+                            catalog.title(items[position]),
+                            json.dumps([int(t) for t in stamps[start:position]]),
+                            int(stamps[position]),
+                        ]
+                    )
         names.append(file_name)
     info = f"info_{name}.txt"
     with open(out / info, "w", encoding="utf-8") as handle:

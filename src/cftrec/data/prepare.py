@@ -34,7 +34,9 @@ class PrepareOptions:
     """Every option of `prepare`; all of them are recorded in meta.json. None = the source's
     default (see SOURCE_DEFAULTS), else off."""
 
-    split: str | None = None  # loo | temporal | given; default: given if the source has one, else loo
+    split: str | None = (
+        None  # loo | temporal | given; default: given if the source has one, else loo
+    )
     max_history: int = DEFAULT_MAX_HISTORY
     kcore: int | None = None
     start: str | None = None  # YYYY-MM-DD, first day of the time window
@@ -82,7 +84,9 @@ def _check(options: PrepareOptions, data: SourceData) -> None:
     if options.max_history < 1:
         raise CftrecError("--max-history must be at least 1")
     if (options.start or options.end or options.min_items) and data.order_only:
-        raise CftrecError("--start/--end/--min-items need real timestamps; this source only has order")
+        raise CftrecError(
+            "--start/--end/--min-items need real timestamps; this source only has order"
+        )
     if options.min_items and not options.start:
         raise CftrecError("--min-items extends the window's --start back; give --start too")
 
@@ -133,25 +137,30 @@ def kcore(interactions, k: int):
 def window_and_kcore(interactions, options: PrepareOptions) -> tuple[Any, dict]:
     """Apply the time window and k-core; extend --start back a year at a time until at least
     --min-items items remain (or the window reaches the first interaction)."""
-    timestamps = interactions["timestamp"]
+    timestamps = interactions["timestamp"].to_numpy()
+    first = int(timestamps.min())
     end = _epoch(options.end, "--end") if options.end else None
     start = options.start
-    first = int(timestamps.min())
     while True:
-        keep = timestamps.to_numpy() >= (_epoch(start, "--start") if start else first)
+        keep = timestamps >= (_epoch(start, "--start") if start else first)
         if end is not None:
-            keep &= timestamps.to_numpy() < end
-        window = kcore(interactions[keep], options.kcore)
-        n_items = window["item_id"].nunique()
-        if not options.min_items or n_items >= options.min_items or _epoch(start, "--start") <= first:
+            keep &= timestamps < end
+        windowed = interactions[keep]
+        result = kcore(windowed, options.kcore)
+        if (
+            not options.min_items
+            or result["item_id"].nunique() >= options.min_items
+            or _epoch(start, "--start") <= first
+        ):
             break
         start = _year_before(start)
     info = {"start": start, "end": options.end} if (options.start or options.end) else {}
-    if options.start or options.end:
-        _nonempty(window, f"the time window [{start or 'first'}, {options.end or 'last'})")
+    if info:
+        _nonempty(windowed, f"the time window [{start or 'first'}, {options.end or 'last'})")
     if options.kcore and options.kcore > 1:
-        _nonempty(window, f"the {options.kcore}-core filter (--kcore)")
-    return window, info
+        within = " within the time window" if info else ""
+        _nonempty(result, f"the {options.kcore}-core filter (--kcore){within}")
+    return result, info
 
 
 def assign_split(interactions, method: str):
@@ -268,5 +277,3 @@ def _sample_counts(interactions) -> dict[str, int]:
 
 def _progress(message: str) -> None:
     print(f"  {message}", file=sys.stderr)
-
-

@@ -25,7 +25,9 @@ def dataset_stats(dataset: Dataset, max_history: int | None = None) -> dict[str,
         "samples": {split: len(samples[split]) for split in SPLITS},
         "distinct_titles": len(catalog.titles),
         "shared_titles": catalog.shared_titles,
-        "items_with_shared_title": sum(len(ids) for ids in catalog.items_of_title.values() if len(ids) > 1),
+        "items_with_shared_title": sum(
+            len(ids) for ids in catalog.items_of_title.values() if len(ids) > 1
+        ),
         "dropped_items": recorded.get("dropped_items", 0),
         "dropped_items_by_reason": recorded.get("dropped_items_by_reason", {}),
         "dropped_interactions": recorded.get("dropped_interactions", 0),
@@ -44,11 +46,22 @@ def stats_table(stats: dict[str, Any]):
     table = Table(title=f"{stats['path']} ({stats['source']}, split {stats['split']})")
     table.add_column("statistic")
     table.add_column("value", justify="right")
-    for key in ("users", "items", "interactions", "distinct_titles", "shared_titles",
-                "items_with_shared_title", "dropped_items", "dropped_interactions", "dropped_users"):
+    for key in (
+        "users",
+        "items",
+        "interactions",
+        "distinct_titles",
+        "shared_titles",
+        "items_with_shared_title",
+        "dropped_items",
+        "dropped_interactions",
+        "dropped_users",
+    ):
         table.add_row(key.replace("_", " "), f"{stats[key]:,}")
     for split, count in stats["samples"].items():
         table.add_row(f"{split} samples", f"{count:,}")
-    table.add_row(f"avg history length (max {stats['max_history']})", f"{stats['avg_history_length']:.2f}")
+    table.add_row(
+        f"avg history length (max {stats['max_history']})", f"{stats['avg_history_length']:.2f}"
+    )
     table.add_row("avg sequence length", f"{stats['avg_sequence_length']:.2f}")
     return table

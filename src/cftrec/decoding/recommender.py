@@ -10,6 +10,7 @@ nearest titles by hidden state).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -49,13 +50,14 @@ class Recommender:
         length_penalty: float = 0.0,
         batch_size: int = 8,
         embedding_cache_dir: str | Path | None = None,
+        device=None,
     ):
         if isinstance(titles_or_catalog, Catalog):
             self.catalog = titles_or_catalog
         else:
             titles = list(titles_or_catalog)
             self.catalog = Catalog(item_ids=titles, titles=titles)
-        self.model = model.eval()
+        self.model = model.eval() if device is None else model.to(device).eval()
         self.tokenizer = tokenizer
         self.encoder = encoder or PromptEncoder(tokenizer)
         self.length_penalty = length_penalty
@@ -235,7 +237,7 @@ class Recommender:
         means the next run computes them again."""
         if getattr(self, "_title_embeddings", None) is not None:
             return self._title_embeddings
-        from safetensors.torch import load_file, save_file
+        from safetensors.torch import load_file, save
 
         from .grounding import embed_sequences
 
@@ -253,11 +255,12 @@ class Recommender:
             if path is not None:
                 tmp = path.with_name(path.name + ".tmp")
                 try:
-                    save_file({"embeddings": embeddings.contiguous()}, tmp)
+                    tmp.write_bytes(save({"embeddings": embeddings.contiguous()}))
                     tmp.replace(path)
                 except OSError as error:
                     log.warning("cannot cache title embeddings in %s: %s", path.parent, error)
-                    tmp.unlink(missing_ok=True)
+                    with contextlib.suppress(OSError):
+                        tmp.unlink(missing_ok=True)
         self._title_embeddings = embeddings
         return embeddings
 

@@ -38,7 +38,9 @@ def _files(input_path: Path, meta: Path | None) -> tuple[Path, Path]:
         metas = [p for p in files if p.name.startswith("meta_")]
         reviews = [p for p in files if not p.name.startswith("meta_")]
         if len(reviews) != 1 or (meta is None and len(metas) != 1):
-            raise CftrecError(f"{input_path}: expected one reviews file and one meta_ file (.json/.jsonl)")
+            raise CftrecError(
+                f"{input_path}: expected one reviews file and one meta_ file (.json/.jsonl)"
+            )
         return reviews[0], meta or metas[0]
     meta = meta or input_path.with_name(f"meta_{input_path.name}")
     if not meta.exists():
@@ -50,7 +52,9 @@ def read_amazon(input_path: Path, options: ReadOptions, fields: AmazonFields) ->
     reviews, meta = _files(input_path, options.meta)
     builder = InteractionBuilder()
     for number, record in iter_json_lines(reviews):
-        user, item, time = require_fields(record, (fields.user, fields.item, fields.time), reviews, number)
+        user, item, time = require_fields(
+            record, (fields.user, fields.item, fields.time), reviews, number
+        )
         builder.add(
             parse_id(user, reviews, number, fields.user),
             parse_id(item, reviews, number, fields.item),

@@ -57,7 +57,19 @@ def iter_lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[int, str]]
     number = 0
     try:
         with open_binary(path) as handle:
-            for number, raw in enumerate(handle, start=1):  # noqa: B007 (number used after loop)
+            from tqdm import tqdm
+
+            # Progress on a terminal only (disable=None); multi-GB dumps take minutes.
+            lines = tqdm(
+                handle,
+                desc=path.name,
+                unit=" lines",
+                unit_scale=True,
+                leave=False,
+                mininterval=1.0,
+                disable=None,
+            )
+            for number, raw in enumerate(lines, start=1):  # noqa: B007 (number used after loop)
                 try:
                     text = raw.decode(encoding)
                 except UnicodeDecodeError as error:
@@ -199,7 +211,9 @@ class InteractionBuilder:
         self._chunks: list = []
 
     def add(self, user: str, item: str, timestamp: int, split: str | None = None) -> None:
-        self._rows.append((user, item, timestamp, split) if self.with_split else (user, item, timestamp))
+        self._rows.append(
+            (user, item, timestamp, split) if self.with_split else (user, item, timestamp)
+        )
         if len(self._rows) >= CHUNK_ROWS:
             self._flush()
 
@@ -228,7 +242,9 @@ class InteractionBuilder:
         self._flush()
         columns = ["user_id", "item_id", "timestamp"] + (["split"] if self.with_split else [])
         if not self._chunks:
-            return pd.DataFrame({c: pd.Series([], dtype="int64" if c == "timestamp" else object) for c in columns})
+            return pd.DataFrame(
+                {c: pd.Series([], dtype="int64" if c == "timestamp" else object) for c in columns}
+            )
         if len(self._chunks) == 1:
             return self._chunks[0]
         result = {}

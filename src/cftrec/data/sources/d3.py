@@ -36,8 +36,12 @@ INFO_PATTERN = re.compile(r"^info(?:_(.+))?\.txt$")
 
 def _files(folder: Path, name: str | None) -> tuple[dict[str, Path], Path]:
     if not folder.is_dir():
-        raise CftrecError(f"{folder}: d3 input is a folder with train/valid/test CSVs and info file")
-    names = sorted({m.group(1) or "" for p in folder.iterdir() if (m := INFO_PATTERN.match(p.name))})
+        raise CftrecError(
+            f"{folder}: d3 input is a folder with train/valid/test CSVs and info file"
+        )
+    names = sorted(
+        {m.group(1) or "" for p in folder.iterdir() if (m := INFO_PATTERN.match(p.name))}
+    )
     if name is None:
         if len(names) != 1:
             shown = ", ".join(n or "(none)" for n in names) or "no info*.txt file"
@@ -47,7 +51,9 @@ def _files(folder: Path, name: str | None) -> tuple[dict[str, Path], Path]:
     info = folder / f"info{suffix}.txt"
     if not info.exists():
         raise CftrecError(f"{info}: no such file (the d3 item file)")
-    csvs = {s: folder / f"{s}{suffix}.csv" for s in SPLITS if (folder / f"{s}{suffix}.csv").exists()}
+    csvs = {
+        s: folder / f"{s}{suffix}.csv" for s in SPLITS if (folder / f"{s}{suffix}.csv").exists()
+    }
     if not csvs:
         raise CftrecError(f"{folder}: no train/valid/test{suffix}.csv file")
     return csvs, info
@@ -62,7 +68,11 @@ def read_info(path: Path):
         fields = text.split("\t")
         width = width or len(fields)
         if len(fields) < 2 or len(fields) != width:
-            raise InputError(path, f"expected {width if width >= 2 else '2 or 3'} tab-separated fields, found {len(fields)}", number)
+            raise InputError(
+                path,
+                f"expected {width if width >= 2 else '2 or 3'} tab-separated fields, found {len(fields)}",
+                number,
+            )
         item = parse_id(fields[-1], path, number, "item id")
         extra = [fields[0]] if width == 3 else []
         rows.append((item, fields[-2], *extra))
@@ -94,23 +104,45 @@ def read(input_path: Path, options: ReadOptions) -> SourceData:
         if first is None:
             continue
         header = [f.strip() for f in first[1]]
-        index = header_index(path, header, {"history_item_id": ("history_item_id",), "item_id": ("item_id",)})
+        index = header_index(
+            path, header, {"history_item_id": ("history_item_id",), "item_id": ("item_id",)}
+        )
         user_at = header.index("user_id") if "user_id" in header else None
         timed = "timestamp" in header and "history_timestamp" in header
         if order_only is not None and order_only == timed:
-            raise InputError(path, "timestamp columns present in some CSV files and not in others", 1)
+            raise InputError(
+                path, "timestamp columns present in some CSV files and not in others", 1
+            )
         order_only = not timed
         for number, fields in rows:
             if len(fields) != len(header):
-                raise InputError(path, f"expected {len(header)} fields, found {len(fields)}", number)
-            user = parse_id(fields[user_at], path, number, "user_id") if user_at is not None else f"{split}-{number}"
-            history = [parse_id(v, path, number, "history item id") for v in parse_list(fields[index["history_item_id"]], path, number, "history_item_id")]
+                raise InputError(
+                    path, f"expected {len(header)} fields, found {len(fields)}", number
+                )
+            user = (
+                parse_id(fields[user_at], path, number, "user_id")
+                if user_at is not None
+                else f"{split}-{number}"
+            )
+            history = [
+                parse_id(v, path, number, "history item id")
+                for v in parse_list(
+                    fields[index["history_item_id"]], path, number, "history_item_id"
+                )
+            ]
             target = parse_id(fields[index["item_id"]], path, number, "item_id")
             if timed:
-                times = [parse_int(v, path, number, "history timestamp") for v in parse_list(fields[header.index("history_timestamp")], path, number, "history_timestamp")]
+                times = [
+                    parse_int(v, path, number, "history timestamp")
+                    for v in parse_list(
+                        fields[header.index("history_timestamp")], path, number, "history_timestamp"
+                    )
+                ]
                 time = parse_int(fields[header.index("timestamp")], path, number, "timestamp")
                 if len(times) != len(history):
-                    raise InputError(path, "history_timestamp and history_item_id differ in length", number)
+                    raise InputError(
+                        path, "history_timestamp and history_item_id differ in length", number
+                    )
             tail = recent.get(user)
             if tail is None:
                 if not history:
@@ -121,13 +153,18 @@ def read(input_path: Path, options: ReadOptions) -> SourceData:
                 length[user] = len(history)
             elif len(history) > len(tail) or tail[len(tail) - len(history) :] != history:
                 raise InputError(
-                    path, f"history of user {user} does not continue the user's earlier rows", number
+                    path,
+                    f"history of user {user} does not continue the user's earlier rows",
+                    number,
                 )
             builder.add(user, target, time if timed else length[user], split)
             length[user] += 1
             tail.append(target)
             del tail[: max(0, len(tail) - 1000)]  # bounded: histories are far shorter
     return SourceData(
-        read_info(info), builder.frame(), has_split=True, order_only=bool(order_only),
+        read_info(info),
+        builder.frame(),
+        has_split=True,
+        order_only=bool(order_only),
         files=[*map(str, csvs.values()), str(info)],
     )

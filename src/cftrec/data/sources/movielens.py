@@ -47,12 +47,16 @@ def _records(path: Path, delimiter: str, encoding: str, header: bool, names: dic
         if first is None:
             raise InputError(path, "empty file (expected a header)")
         width = len(first[1])
-        positions = list(header_index(path, [f.strip() for f in first[1]], names, first[0]).values())
+        positions = list(
+            header_index(path, [f.strip() for f in first[1]], names, first[0]).values()
+        )
     for number, fields in records:
         if len(fields) < abs(width) or (width > 0 and len(fields) != width):
             expected = f"at least {-width}" if width < 0 else str(width)
             raise InputError(
-                path, f"expected {expected} {delimiter!r}-separated fields, found {len(fields)}", number
+                path,
+                f"expected {expected} {delimiter!r}-separated fields, found {len(fields)}",
+                number,
             )
         yield number, [fields[i] for i in positions]
 
@@ -81,12 +85,16 @@ def read(input_path: Path, options: ReadOptions) -> SourceData:
     for number, (user, item, rating, timestamp) in _records(
         ratings_path, ratings_sep, encoding, header, rating_names, 4
     ):
-        if options.min_rating is not None:
-            if parse_float(rating, ratings_path, number, "rating") < options.min_rating:
-                continue
+        if (
+            options.min_rating is not None
+            and parse_float(rating, ratings_path, number, "rating") < options.min_rating
+        ):
+            continue
         builder.add(
             parse_id(user, ratings_path, number, "user id", numeric=True),
             parse_id(item, ratings_path, number, "movie id", numeric=True),
             parse_int(timestamp, ratings_path, number, "timestamp"),
         )
-    return SourceData(items_frame(items), builder.frame(), files=[str(ratings_path), str(items_path)])
+    return SourceData(
+        items_frame(items), builder.frame(), files=[str(ratings_path), str(items_path)]
+    )

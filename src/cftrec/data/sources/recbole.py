@@ -41,7 +41,9 @@ def _files(input_path: Path, name: str | None) -> tuple[Path, Path]:
         candidates = sorted(input_path.glob(f"{name}.inter" if name else "*.inter"))
         if len(candidates) != 1:
             found = ", ".join(p.stem for p in candidates) or "none"
-            raise CftrecError(f"{input_path}: expected one NAME.inter file (found: {found}); pass --name")
+            raise CftrecError(
+                f"{input_path}: expected one NAME.inter file (found: {found}); pass --name"
+            )
         inter = candidates[0]
     item = inter.with_suffix(".item")
     if not item.exists():
@@ -60,7 +62,11 @@ def _rows(path: Path):
     def checked():
         for number, fields in records:
             if len(fields) != len(header):
-                raise InputError(path, f"expected {len(header)} tab-separated fields, found {len(fields)}", number)
+                raise InputError(
+                    path,
+                    f"expected {len(header)} tab-separated fields, found {len(fields)}",
+                    number,
+                )
             yield number, fields
 
     return header, checked()
@@ -75,7 +81,9 @@ def read(input_path: Path, options: ReadOptions) -> SourceData:
     title_field = options.title_field or next((f for f in TITLE_FIELDS if f in header), None)
     if title_field not in header:
         wanted = options.title_field or " or ".join(TITLE_FIELDS)
-        raise InputError(item_path, f"missing title field {wanted} in the header (see --title-field)", 1)
+        raise InputError(
+            item_path, f"missing title field {wanted} in the header (see --title-field)", 1
+        )
     id_at, title_at = header.index("item_id"), header.index(title_field)
     year_at = header.index(YEAR_FIELD) if YEAR_FIELD in header else None
     extra = [i for i in range(len(header)) if i not in (id_at, title_at)]
@@ -100,9 +108,11 @@ def read(input_path: Path, options: ReadOptions) -> SourceData:
         raise InputError(inter_path, "--min-rating given but the file has no rating field", 1)
     builder = InteractionBuilder()
     for position, (number, fields) in enumerate(rows):
-        if options.min_rating is not None:
-            if parse_float(fields[rating_at], inter_path, number, "rating") < options.min_rating:
-                continue
+        low = options.min_rating is not None and (
+            parse_float(fields[rating_at], inter_path, number, "rating") < options.min_rating
+        )
+        if low:
+            continue
         if time_at is None:
             timestamp = position
         else:

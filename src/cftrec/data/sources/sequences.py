@@ -23,7 +23,11 @@ from ._common import (
     parse_id,
 )
 
-SPLIT_FILES = {"train": "sequential_train.txt", "valid": "sequential_valid.txt", "test": "sequential_test.txt"}
+SPLIT_FILES = {
+    "train": "sequential_train.txt",
+    "valid": "sequential_valid.txt",
+    "test": "sequential_test.txt",
+}
 ITEMS_FILE = "items.tsv"
 
 
@@ -33,10 +37,14 @@ def read_items_tsv(path: Path):
     for number, fields in iter_delimited(path, "\t"):
         if header is None:
             header = [f.strip() for f in fields]
-            index = header_index(path, header, {"item id": ("item_id", "id"), "title": ("title",)}, number)
+            index = header_index(
+                path, header, {"item id": ("item_id", "id"), "title": ("title",)}, number
+            )
             continue
         if len(fields) != len(header):
-            raise InputError(path, f"expected {len(header)} tab-separated fields, found {len(fields)}", number)
+            raise InputError(
+                path, f"expected {len(header)} tab-separated fields, found {len(fields)}", number
+            )
         item = parse_id(fields[index["item id"]], path, number, "item id")
         extra = [fields[i] for i in range(len(header)) if i not in index.values()]
         rows.append((item, fields[index["title"]], *extra))
@@ -89,7 +97,10 @@ def read(input_path: Path, options: ReadOptions) -> SourceData:
                     builder.add(user, item, position)
     items = read_items_tsv(items_path)
     return SourceData(
-        items, builder.frame(), has_split=presplit, order_only=True,
+        items,
+        builder.frame(),
+        has_split=presplit,
+        order_only=True,
         files=[str(p) for p in [*files, items_path]],
     )
 
@@ -114,7 +125,9 @@ def _read_presplit(builder: InteractionBuilder, files: list[Path]) -> None:
             if parsed is None:
                 raise InputError(path, "blank line (each line starts with the user id)", number)
             if user is not None and parsed[0] != user:
-                raise InputError(path, f"user {parsed[0]} where the train file has user {user}", number)
+                raise InputError(
+                    path, f"user {parsed[0]} where the train file has user {user}", number
+                )
             user = parsed[0]
             for item in parsed[1]:
                 builder.add(user, item, position, split)

@@ -1,0 +1,260 @@
+"""The evaluation runner behind `cftrec evaluate`: any run kind, full ranking at title level.
+
+Cases are the `split` samples of the dataset in a fixed order (optionally the first `limit`).
+Under `accelerate launch` the cases are split across processes in contiguous shards and
+gathered on the main process, which computes the metrics and writes the output directory:
+
+  results.json    metrics (ndcg@K, hr@K), num_cases, invalid_rate, coverage, popularity,
+                  run and data fingerprints, decoding settings, case ids
+  results.md      the metric table
+  cases.jsonl     one line per case: ids, history, target, target rank, top titles + scores
+  popularity.png  popularity of recommended titles vs histories and targets
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..data.dataset import DEFAULT_MAX_HISTORY, Dataset, Sample
+from ..errors import CftrecError
+from ..io import atomic_directory, write_json
+from .metrics import CUTOFFS, coverage, mean_metrics, target_rank
+from .popularity import mean_popularity, plot_popularity
+from .report import CASES_FILE, PLOT_FILE, RESULTS_FILE, TABLE_FILE, metrics_markdown, write_cases
+
+log = logging.getLogger(__name__)
+DECODINGS = ("beam", "exhaustive", "grounding")
+LIST_LENGTH = max(CUTOFFS)
+
+
+@dataclass
+class EvaluationSettings:
+    split: str = "test"
+    decoding: str = "beam"
+    beams: int = 10
+    limit: int | None = None
+    batch_size: int = 8
+    assistant: str | None = None
+    guidance_scale: float = 1.0
+    length_penalty: float = 0.0
+    max_history: int | None = None
+    allow_data_mismatch: bool = False
+    dtype: str | None = None
+
+
+def evaluation_cases(
+    dataset: Dataset, split: str, max_history: int, limit: int | None = None
+) -> list[tuple[str, Sample]]:
+    """(case id, sample) in the dataset's fixed order; a case id is "user#n" (the user's n-th
+    sample of this split), stable for a given dataset."""
+    seen: dict[str, int] = {}
+    cases = []
+    for sample in dataset.samples(split, max_history):
+        n = seen.get(sample.user_id, 0)
+        seen[sample.user_id] = n + 1
+        cases.append((f"{sample.user_id}#{n}", sample))
+    return cases[:limit] if limit is not None else cases
+
+
+def _check_settings(settings: EvaluationSettings, kind: str) -> None:
+    if settings.decoding not in DECODINGS:
+        raise CftrecError(
+            f"unknown decoding '{settings.decoding}'; use one of {', '.join(DECODINGS)}"
+        )
+    if settings.beams < 1 or settings.batch_size < 1:
+        raise CftrecError("--beams and --batch-size must be at least 1")
+    if settings.limit is not None and settings.limit < 1:
+        raise CftrecError("--limit must be at least 1")
+    if settings.assistant and kind != "llm":
+        raise CftrecError(f"--assistant guides LLM decoding; this run is a '{kind}' run")
+    if settings.assistant and settings.decoding != "beam":
+        raise CftrecError("--assistant works with --decoding beam only")
+
+
+def _decode_cases(recommender, kind, cases, settings, assistant, progress) -> list[dict]:
+    """Recommend for `cases` in batches -> one record per case (not yet ranked)."""
+    from tqdm.auto import tqdm
+
+    records = []
+    starts = range(0, len(cases), settings.batch_size)
+    for start in tqdm(starts, desc="evaluating", unit="batch", disable=not progress):
+        batch = cases[start : start + settings.batch_size]
+        histories = [list(sample.history) for _, sample in batch]
+        generations = None
+        if kind == "llm":
+            decoded = recommender.decode(
+                histories, k=LIST_LENGTH, num_beams=settings.beams, method=settings.decoding,
+                batch_size=settings.batch_size, assistant=assistant,
+                guidance_scale=settings.guidance_scale,
+            )  # fmt: skip
+            lists, generations = decoded.recommendations, decoded.generations or None
+        else:
+            lists = recommender.recommend(histories, k=LIST_LENGTH)
+        for row, ((case_id, sample), recs) in enumerate(zip(batch, lists, strict=True)):
+            record = {
+                "case_id": case_id,
+                "user_id": sample.user_id,
+                "history": list(sample.history),
+                "target": sample.target,
+                "titles": [r.title for r in recs],
+                "scores": [round(r.score, 6) for r in recs],
+            }
+            if generations is not None:
+                record["generations"] = [
+                    {"text": text, "valid": valid} for text, valid in generations[row]
+                ]
+            records.append(record)
+    return records
+
+
+def evaluate(
+    run_dir: str | Path,
+    data_dir: str | Path,
+    out_dir: str | Path | None,
+    settings: EvaluationSettings | None = None,
+    progress: bool = True,
+) -> dict | None:
+    """Evaluate a run; returns results.json's content on the main process (None elsewhere).
+    `out_dir=None` writes nothing."""
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    from ..runs import load_recommender, read_run_info
+
+    settings = settings or EvaluationSettings()
+    state = PartialState()
+    info = read_run_info(run_dir)
+    kind = info["kind"]
+    _check_settings(settings, kind)
+    dataset = Dataset.load(data_dir)
+    warnings = []
+    if info.get("data_fingerprint") != dataset.fingerprint:
+        message = (
+            f"{run_dir} was trained on data with fingerprint {info.get('data_fingerprint')}, "
+            f"but {data_dir} has fingerprint {dataset.fingerprint}"
+        )
+        if not settings.allow_data_mismatch:
+            raise CftrecError(message + " (pass --allow-data-mismatch to evaluate anyway)")
+        warnings.append(message)
+        log.warning(message)
+    max_history = settings.max_history or info.get("max_history") or DEFAULT_MAX_HISTORY
+    cases = evaluation_cases(dataset, settings.split, max_history, settings.limit)
+    if not cases:
+        raise CftrecError(f"{data_dir}: no '{settings.split}' cases to evaluate")
+
+    options = {}
+    if kind == "llm":
+        options = {"batch_size": settings.batch_size, "length_penalty": settings.length_penalty,
+                   "dtype": settings.dtype, "device": state.device}  # fmt: skip
+    recommender = load_recommender(run_dir, **options)
+    assistant = None
+    if settings.assistant:
+        assistant_info = read_run_info(settings.assistant)
+        if assistant_info.get("data_fingerprint") != info.get("data_fingerprint"):
+            raise CftrecError(
+                f"the assistant {settings.assistant} was trained on other data than {run_dir}"
+            )
+        assistant = load_recommender(settings.assistant)
+        if not hasattr(assistant, "title_log_probs"):
+            raise CftrecError(f"{settings.assistant}: this run kind cannot act as an assistant")
+
+    start = time.perf_counter()
+    with state.split_between_processes(list(range(len(cases)))) as mine:
+        shard = [cases[i] for i in mine]
+        records = _decode_cases(
+            recommender, kind, shard, settings, assistant, progress and state.is_main_process
+        )
+    records = gather_object(records) if state.num_processes > 1 else records
+    elapsed = time.perf_counter() - start
+    if not state.is_main_process:
+        return None
+    if [r["case_id"] for r in records] != [case_id for case_id, _ in cases]:
+        raise RuntimeError("gathered cases are out of order or incomplete")
+
+    results = summarise(records, dataset, info, run_dir, data_dir, settings, max_history)
+    results.update(
+        elapsed_s=round(elapsed, 3),
+        cases_per_s=round(len(records) / elapsed, 3) if elapsed > 0 else None,
+        num_processes=state.num_processes,
+        warnings=warnings,
+    )
+    if out_dir is not None:
+        write_outputs(out_dir, results, records, dataset)
+    return results
+
+
+def summarise(records, dataset, info, run_dir, data_dir, settings, max_history) -> dict:
+    """Ranks, metrics and settings from the per-case records (adds "rank" to each record)."""
+    catalog = dataset.catalog
+    for record in records:
+        record["target_title"] = catalog.title(record["target"])
+        record["rank"] = target_rank(record["titles"], record["target_title"])
+    ranked = [r["titles"] for r in records]
+    generations = [g for r in records for g in r.get("generations", [])]
+    invalid = sum(not g["valid"] for g in generations) / len(generations) if generations else 0.0
+    popularity = dataset.train_popularity()
+    list_length = max(len(t) for t in ranked)
+    if list_length < LIST_LENGTH:
+        log.warning(
+            "lists hold %d titles: metrics @K > %d count only those", list_length, list_length
+        )
+    decoding = None
+    if info["kind"] == "llm":
+        decoding = {
+            "method": settings.decoding,
+            "beams": settings.beams,
+            "length_penalty": settings.length_penalty,
+            "assistant": str(settings.assistant) if settings.assistant else None,
+            "guidance_scale": settings.guidance_scale if settings.assistant else None,
+        }
+    return {
+        "name": Path(run_dir).name,
+        "metrics": mean_metrics([r["rank"] for r in records]),
+        "num_cases": len(records),
+        "invalid_rate": invalid,
+        "coverage@10": coverage(ranked, len(catalog.titles), 10),
+        "mean_popularity@10": mean_popularity(ranked, popularity, 10),
+        "mean_popularity_history": mean_popularity(
+            [catalog.titles_for(r["history"]) for r in records], popularity, k=10**9
+        ),
+        "mean_popularity_target": mean_popularity(
+            [[r["target_title"]] for r in records], popularity, 1
+        ),
+        "list_length": list_length,
+        "run": {
+            "path": str(run_dir),
+            "kind": info["kind"],
+            "data_fingerprint": info.get("data_fingerprint"),
+        },  # fmt: skip
+        "data": {
+            "path": str(data_dir),
+            "fingerprint": dataset.fingerprint,
+            "split": settings.split,
+            "max_history": max_history,
+            "limit": settings.limit,
+        },  # fmt: skip
+        "decoding": decoding,
+        "settings": asdict(settings),
+        "case_ids": [r["case_id"] for r in records],
+    }
+
+
+def write_outputs(out_dir, results: dict, records: list[dict], dataset: Dataset) -> None:
+    """All output files at once (temporary directory, then rename)."""
+    catalog = dataset.catalog
+    popularity = dataset.train_popularity()
+    with atomic_directory(out_dir) as tmp:
+        write_json(tmp / RESULTS_FILE, results)
+        (tmp / TABLE_FILE).write_text(metrics_markdown(results, results["name"]), encoding="utf-8")
+        write_cases(tmp / CASES_FILE, records)
+        plot_popularity(
+            tmp / PLOT_FILE,
+            popularity,
+            recommended=[t for r in records for t in r["titles"][:10]],
+            histories=[t for r in records for t in catalog.titles_for(r["history"])],
+            targets=[r["target_title"] for r in records],
+            title=f"{results['name']}: popularity of recommended titles",
+        )

@@ -1,0 +1,60 @@
+"""Ranking metrics for one target per case, at title level (pure functions).
+
+A case is described by the 1-based rank of its target title in the recommended list, or 0 when
+the target is not in the list. Then, for a cutoff K:
+    HR@K   = 1 if 1 <= rank <= K else 0
+    NDCG@K = 1 / log2(rank + 1) if 1 <= rank <= K else 0   (one relevant item: IDCG = 1)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+CUTOFFS = (1, 3, 5, 10, 20, 50)
+
+
+def target_rank(ranked_titles: Sequence[str], target_title: str) -> int:
+    """1-based position of the target title in the list, 0 when absent."""
+    for position, title in enumerate(ranked_titles, start=1):
+        if title == target_title:
+            return position
+    return 0
+
+
+def hit_at(rank: int, k: int) -> float:
+    return 1.0 if 1 <= rank <= k else 0.0
+
+
+def ndcg_at(rank: int, k: int) -> float:
+    return 1.0 / math.log2(rank + 1) if 1 <= rank <= k else 0.0
+
+
+METRICS = {"ndcg": ndcg_at, "hr": hit_at}
+
+
+def metric_names(cutoffs: Iterable[int] = CUTOFFS) -> list[str]:
+    return [f"{name}@{k}" for name in METRICS for k in cutoffs]
+
+
+def case_metrics(rank: int, cutoffs: Iterable[int] = CUTOFFS) -> dict[str, float]:
+    """Every metric for one case, keyed like "ndcg@10"."""
+    return {f"{name}@{k}": fn(rank, k) for name, fn in METRICS.items() for k in cutoffs}
+
+
+def mean_metrics(ranks: Sequence[int], cutoffs: Iterable[int] = CUTOFFS) -> dict[str, float]:
+    """Mean of every metric over the cases."""
+    if not ranks:
+        raise ValueError("no cases to average")
+    cutoffs = list(cutoffs)
+    return {
+        f"{name}@{k}": sum(fn(r, k) for r in ranks) / len(ranks)
+        for name, fn in METRICS.items()
+        for k in cutoffs
+    }
+
+
+def coverage(ranked_lists: Iterable[Sequence[str]], num_titles: int, k: int = 10) -> float:
+    """Share of the catalogue's distinct titles that appear in some top-k list."""
+    seen = {title for titles in ranked_lists for title in titles[:k]}
+    return len(seen) / num_titles if num_titles else 0.0

@@ -1,0 +1,310 @@
+"""`cftrec train` as a library call: settings (YAML preset + overrides) -> a run directory.
+
+    settings = load_settings("configs/cft.yaml", {"data": "data/ml100k", "epochs": 1})
+    summary = train(settings, "runs/cft")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import CftrecError
+from .collator import COUNTERFACTUAL_PASSES
+from .loss import WEIGHTINGS
+from .run_dir import CHECKPOINTS_DIR
+
+SETTINGS_FILE = "settings.yaml"  # inside RUN/checkpoints: what --resume continues with
+
+
+@dataclass
+class TrainSettings:
+    """Everything `cftrec train` needs; YAML presets use these names as keys."""
+
+    data: str | None = None
+    model: str = "bundled:smollm2-135m"
+    method: str = "cft"
+    alpha: float = 0.1
+    beta: float = 0.25
+    weighting: str | None = None  # None: "linear" for cft, "none" for sft (plain BIGRec)
+    weight_rec_loss: bool = True
+    counterfactual_style: str = "remove"
+    counterfactual_pass: str = "auto"
+    template: str = "alpaca"
+    max_history: int = 10
+    max_prompt_tokens: int | None = None
+    dtype: str = "float32"
+    lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] | str = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
+    )
+    epochs: float = 1.0
+    max_steps: int = -1
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = 256
+    batch_size: int = 8
+    eval_batch_size: int | None = None
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    eval_steps: int | None = None  # None: min(50, steps per epoch); a checkpoint at each
+    patience: int = 3
+    logging_steps: int = 10
+    seed: int = 42
+
+    def resolved_weighting(self) -> str:
+        return self.weighting or ("linear" if self.method == "cft" else "none")
+
+    def validate(self) -> None:
+        for name, allowed in (
+            ("method", ("sft", "cft")),
+            ("weighting", (None, *WEIGHTINGS)),
+            ("counterfactual_pass", COUNTERFACTUAL_PASSES),
+            ("counterfactual_style", ("remove", "placeholder")),
+            ("dtype", ("float32", "bfloat16", "float16")),
+        ):
+            if getattr(self, name) not in allowed:
+                choices = ", ".join(a for a in allowed if a)
+                raise CftrecError(f"--{name.replace('_', '-')} must be one of {choices}")
+        if not self.data:
+            raise CftrecError("--data is required (a prepared dataset directory)")
+        for name in ("batch_size", "gradient_accumulation_steps", "max_history", "logging_steps"):
+            if getattr(self, name) < 1:
+                raise CftrecError(f"--{name.replace('_', '-')} must be at least 1")
+        if not 0.0 <= self.beta <= 1.0:
+            raise CftrecError("--beta must be in [0, 1]")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_settings(config_file: str | Path | None, overrides: dict[str, Any]) -> TrainSettings:
+    """Defaults <- YAML preset <- overrides (the flags given on the command line)."""
+    import yaml
+
+    values: dict[str, Any] = {}
+    known = {f.name for f in dataclasses.fields(TrainSettings)}
+    if config_file is not None:
+        path = Path(config_file)
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise CftrecError(f"{path}: cannot read YAML config: {error}") from error
+        if not isinstance(loaded, dict):
+            raise CftrecError(f"{path}: a YAML config must be a mapping of option: value")
+        for key, value in loaded.items():
+            name = str(key).replace("-", "_")
+            if name not in known:
+                raise CftrecError(f"{path}: unknown option '{key}'")
+            values[name] = value
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    settings = TrainSettings(**values)
+    settings.validate()
+    return settings
+
+
+def _subset(samples: list, limit: int | None, seed: int) -> list:
+    """A seeded random subset (the whole list when `limit` is None or large enough)."""
+    if limit is None or limit >= len(samples):
+        return samples
+    return random.Random(seed).sample(samples, limit)
+
+
+def _stored_base_model(spec: str) -> str:
+    """A local path is stored absolute so the run loads from anywhere."""
+    return str(Path(spec).resolve()) if Path(spec).exists() else spec
+
+
+def train(settings: TrainSettings, output: str | Path, resume: bool = False, log=print) -> dict:
+    """Train and write the run directory `output`; returns the summary (also in run.json)."""
+    import yaml
+    from transformers import EarlyStoppingCallback, set_seed
+    from transformers.utils import logging as hf_logging
+
+    from ..data.dataset import Dataset
+    from ..modeling import LoraSettings, load_model, load_tokenizer
+    from ..prompts import PromptEncoder
+    from .collator import CFTCollator, encode_samples
+    from .run_dir import save_llm_run
+    from .trainer import CFTConfig, CFTTrainer
+
+    settings.validate()
+    hf_logging.set_verbosity_warning()
+    output = Path(output)
+    checkpoints = output / CHECKPOINTS_DIR
+    dataset = Dataset.load(settings.data)
+    set_seed(settings.seed)  # before the model: LoRA initialisation is random
+    tokenizer = load_tokenizer(settings.model)
+    lora = None
+    if settings.lora:
+        lora = LoraSettings(
+            settings.lora_r, settings.lora_alpha, settings.lora_dropout, settings.lora_target_modules
+        )
+    model = load_model(settings.model, dtype=settings.dtype, lora=lora)
+    encoder = PromptEncoder(
+        tokenizer, settings.template, settings.counterfactual_style, settings.max_prompt_tokens
+    )
+    catalog = dataset.catalog
+    train_samples = _subset(
+        dataset.samples("train", settings.max_history), settings.max_train_samples, settings.seed
+    )
+    eval_samples = _subset(
+        dataset.samples("valid", settings.max_history), settings.max_eval_samples, settings.seed
+    )
+    if not train_samples:
+        raise CftrecError(f"{settings.data}: no training samples")
+    train_examples, truncated = encode_samples(train_samples, catalog, encoder)
+    eval_examples, _ = encode_samples(eval_samples, catalog, encoder)
+
+    import torch.distributed as dist
+
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    steps_per_epoch = math.ceil(
+        len(train_examples) / (settings.batch_size * settings.gradient_accumulation_steps * world)
+    )
+    eval_steps = settings.eval_steps or max(1, min(50, steps_per_epoch))
+    has_eval = bool(eval_examples)
+    args = CFTConfig(
+        output_dir=str(checkpoints),
+        method=settings.method,
+        alpha=settings.alpha,
+        beta=settings.beta,
+        weighting=settings.resolved_weighting(),
+        weight_rec_loss=settings.weight_rec_loss,
+        counterfactual_style=settings.counterfactual_style,
+        counterfactual_pass=settings.counterfactual_pass,
+        template=settings.template,
+        max_history=settings.max_history,
+        max_prompt_tokens=settings.max_prompt_tokens,
+        num_train_epochs=settings.epochs,
+        max_steps=settings.max_steps,
+        per_device_train_batch_size=settings.batch_size,
+        per_device_eval_batch_size=settings.eval_batch_size or settings.batch_size,
+        gradient_accumulation_steps=settings.gradient_accumulation_steps,
+        learning_rate=settings.learning_rate,
+        weight_decay=settings.weight_decay,
+        warmup_steps=settings.warmup_steps,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=eval_steps,
+        save_strategy="steps",
+        save_steps=eval_steps,
+        save_total_limit=2,  # with load_best_model_at_end: the best and the latest
+        load_best_model_at_end=has_eval,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        logging_steps=settings.logging_steps,
+        seed=settings.seed,
+        data_seed=settings.seed,
+        bf16=settings.dtype == "bfloat16",
+        report_to=[],
+        save_only_model=False,
+        dataloader_num_workers=0,
+    )
+    trainer = CFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_examples,
+        eval_dataset=eval_examples or None,
+        processing_class=tokenizer,
+        data_collator=CFTCollator(
+            tokenizer.pad_token_id, settings.method == "cft", settings.counterfactual_pass
+        ),
+        callbacks=[EarlyStoppingCallback(settings.patience)] if has_eval else [],
+    )
+    main_process = trainer.is_world_process_zero()
+    last_checkpoint = _last_checkpoint(checkpoints) if resume else None
+    if main_process:
+        if resume and last_checkpoint is None:
+            log(f"no checkpoint in {checkpoints}: starting from scratch")
+        if not resume and checkpoints.exists():
+            shutil.rmtree(checkpoints)  # a fresh run does not continue an old one
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        (checkpoints / SETTINGS_FILE).write_text(yaml.safe_dump(settings.to_dict()))
+    log(
+        f"training {settings.method} on {len(train_examples)} samples "
+        f"({len(eval_examples)} validation, {truncated} prompts truncated), "
+        f"{steps_per_epoch} steps per epoch"
+        + (f", resuming from {last_checkpoint.name}" if last_checkpoint else "")
+    )
+    trainer.train(resume_from_checkpoint=str(last_checkpoint) if last_checkpoint else None)
+
+    state = trainer.state
+    losses = [line["loss"] for line in state.log_history if "loss" in line]
+    summary = {
+        "train_samples": len(train_examples),
+        "eval_samples": len(eval_examples),
+        "truncated_prompts": truncated,
+        "steps": state.global_step,
+        "epochs": round(state.epoch or 0.0, 4),
+        "tokens": trainer.tokens_seen * world,
+        "seconds": round(trainer.train_seconds, 2),
+        "tokens_per_second": round(trainer.tokens_seen * world / max(trainer.train_seconds, 1e-9)),
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+        "best_eval_loss": state.best_metric,
+        "best_checkpoint_step": _step_of(state.best_model_checkpoint),
+    }
+    if main_process:
+        info = {
+            "kind": "llm",
+            "method": settings.method,
+            "base_model": _stored_base_model(settings.model),
+            "lora": dataclasses.asdict(lora) if lora else None,
+            "dtype": settings.dtype,
+            "prompt": encoder.config(),
+            "max_history": settings.max_history,
+            "seed": settings.seed,
+            "alpha": settings.alpha,
+            "beta": settings.beta,
+            "weighting": settings.resolved_weighting(),
+            "weight_rec_loss": settings.weight_rec_loss,
+            "summary": summary,
+        }
+        save_llm_run(
+            output,
+            model=trainer.model,
+            tokenizer=tokenizer,
+            info=info,
+            dataset=dataset,
+            config=settings.to_dict(),
+            metrics=state.log_history,
+        )
+        log(
+            f"done: {summary['train_samples']} samples, {summary['tokens']} tokens in "
+            f"{summary['seconds']} s ({summary['tokens_per_second']} tokens/s), "
+            f"best validation loss {_fmt(summary['best_eval_loss'])} -> {output}"
+        )
+    trainer.accelerator.wait_for_everyone()
+    return summary
+
+
+def _last_checkpoint(checkpoints: Path) -> Path | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not checkpoints.is_dir():
+        return None
+    found = get_last_checkpoint(str(checkpoints))
+    return Path(found) if found else None
+
+
+def _step_of(checkpoint: str | None) -> int | None:
+    return int(checkpoint.rsplit("-", 1)[1]) if checkpoint else None
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def resume_settings(output: str | Path) -> Path | None:
+    """The settings file a resumable run left in RUN/checkpoints, if any."""
+    path = Path(output) / CHECKPOINTS_DIR / SETTINGS_FILE
+    return path if path.exists() else None
