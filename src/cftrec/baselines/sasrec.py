@@ -49,6 +49,7 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 METRICS_FILE = "metrics.jsonl"
 LOSSES = ("ce", "bce")
+BUCKET_BATCHES = 50  # batches whose windows are sorted by length together
 
 
 @dataclass
@@ -145,10 +146,14 @@ class SASRec(nn.Module):
 
 def _pad(sequences: Sequence[Sequence[int]], device) -> torch.Tensor:
     """Right-pad index sequences with 0 -> [B, max len]."""
-    batch = torch.zeros(len(sequences), max(len(s) for s in sequences), dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        batch[row, : len(sequence)] = torch.as_tensor(sequence, dtype=torch.long)
-    return batch.to(device)
+    width = max(len(s) for s in sequences)
+    return torch.tensor([[*s, *[0] * (width - len(s))] for s in sequences], device=device)
+
+
+def length_batches(sequences: Sequence[Sequence], batch_size: int) -> list[list[int]]:
+    """Indices of `sequences` in batches of similar length (little padding), longest first."""
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
 class SASRecRecommender:
@@ -217,14 +222,16 @@ class SASRecRecommender:
     def item_log_probs(self, histories: Sequence[Sequence[str]]) -> torch.Tensor:
         """Full softmax over the catalogue items: [B, num_items], column i = catalog.item_ids[i]."""
         indexed = self._indices(histories)
-        outputs = []
-        for start in range(0, len(indexed), self.batch_size):
-            chunk = indexed[start : start + self.batch_size]
+        result = torch.empty(len(indexed), self.model.num_items, device=self.device)
+        for rows in length_batches(indexed, self.batch_size):
+            chunk = [indexed[row] for row in rows]
             hidden = self.model(_pad(chunk, self.device))  # [b, L, d]
             last = torch.tensor([len(s) - 1 for s in chunk], device=self.device)
             final = hidden[torch.arange(len(chunk), device=self.device), last]  # [b, d]
-            outputs.append(self.model.item_logits(final).float().log_softmax(-1))
-        return torch.cat(outputs)
+            result[torch.tensor(rows, device=self.device)] = (
+                self.model.item_logits(final).float().log_softmax(-1)
+            )
+        return result
 
     def title_scores(self, histories: Sequence[Sequence[str]]) -> torch.Tensor:
         """Ranking scores [B, T]: log-probability of the best item of each title."""
@@ -385,18 +392,24 @@ def fit_sasrec(
     bar = tqdm(range(1, config.epochs + 1), desc="SASRec", unit="epoch", disable=log is None)
     for epoch in bar:
         model.train()
+        # batches of similar-length windows in random order: little padding, still shuffled
         shuffler.shuffle(windows)
-        total, batches = 0.0, 0
-        for start in range(0, len(windows), config.batch_size):
-            loss = _batch_loss(
-                model, windows[start : start + config.batch_size], config.loss, device
-            )
+        span = BUCKET_BATCHES * config.batch_size
+        batches = [
+            [windows[start + i] for i in rows]
+            for start in range(0, len(windows), span)
+            for rows in length_batches(windows[start : start + span], config.batch_size)
+        ]
+        shuffler.shuffle(batches)
+        total = 0.0
+        for batch in batches:
+            loss = _batch_loss(model, batch, config.loss, device)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total, batches = total + loss.item(), batches + 1
+            total += loss.item()
         model.eval()
-        line = {"epoch": epoch, "loss": total / batches, "seconds": time.perf_counter() - started}
+        line = {"epoch": epoch, "loss": total / len(batches), "seconds": time.perf_counter() - started}
         if valid:
             line.update({f"valid_{k}": v for k, v in evaluate_titles(recommender, valid).items()})
         metrics.append(line)

@@ -1,8 +1,11 @@
 """The evaluation runner behind `cftrec evaluate`: any run kind, full ranking at title level.
 
 Cases are the `split` samples of the dataset in a fixed order (optionally the first `limit`).
-Under `accelerate launch` the cases are split across processes in contiguous shards and
-gathered on the main process, which computes the metrics and writes the output directory:
+Under `accelerate launch` (or torchrun) the cases are split across processes in contiguous
+shards and gathered on the main process, which computes the metrics and writes the output
+directory. (On a CPU-only machine, `accelerate launch --cpu --num_processes N` starts N processes
+only through mpirun; `accelerate launch --multi_gpu --num_processes N` uses torch's launcher and
+works there too, the processes then joining a gloo group.)
 
   results.json    metrics (ndcg@K, hr@K), num_cases, invalid_rate, coverage, popularity,
                   run and data fingerprints, decoding settings, case ids
@@ -119,13 +122,16 @@ def evaluate(
 ) -> dict | None:
     """Evaluate a run; returns results.json's content on the main process (None elsewhere).
     `out_dir=None` writes nothing."""
+    import torch
     from accelerate import PartialState
     from accelerate.utils import gather_object
 
     from ..runs import load_recommender, read_run_info
 
     settings = settings or EvaluationSettings()
-    state = PartialState()
+    # Without a GPU, processes started by a launcher (accelerate launch --multi_gpu, torchrun)
+    # join a CPU (gloo) group only when PartialState is told to use the CPU.
+    state = PartialState(cpu=not torch.cuda.is_available())
     info = read_run_info(run_dir)
     kind = info["kind"]
     _check_settings(settings, kind)
@@ -197,7 +203,7 @@ def summarise(records, dataset, info, run_dir, data_dir, settings, max_history) 
     invalid = sum(not g["valid"] for g in generations) / len(generations) if generations else 0.0
     popularity = dataset.train_popularity()
     list_length = max(len(t) for t in ranked)
-    if list_length < LIST_LENGTH:
+    if list_length < min(LIST_LENGTH, len(catalog.titles)):
         log.warning(
             "lists hold %d titles: metrics @K > %d count only those", list_length, list_length
         )

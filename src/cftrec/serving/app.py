@@ -367,6 +367,7 @@ def serve(
     graceful_timeout_s: float = 30.0,
     log_level: str = "info",
     decoding: dict[str, Any] | None = None,
+    dtype: str | None = None,
     **app_options,
 ) -> None:
     """Load the run once and serve it until SIGINT/SIGTERM. On SIGTERM uvicorn stops accepting
@@ -377,7 +378,7 @@ def serve(
 
     console = Console(stderr=True)
     with console.status(f"loading {run_dir}"):
-        service = RecommendService.load(run_dir, **(decoding or {}))
+        service = RecommendService.load(run_dir, dtype=dtype, **(decoding or {}))
     app = create_app(service, api_key=api_key, **app_options)
     console.print(
         f"serving [bold]{run_dir}[/] ({service.kind}, {service.model_name}, "

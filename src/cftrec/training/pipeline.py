@@ -1,13 +1,14 @@
 """`cftrec train` as a library call: settings (YAML preset + overrides) -> a run directory.
 
-    settings = load_settings("configs/cft.yaml", {"data": "data/ml100k", "epochs": 1})
-    summary = train(settings, "runs/cft")
+settings = load_settings("configs/cft.yaml", {"data": "data/ml100k", "epochs": 1})
+summary = train(settings, "runs/cft")
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import random
 import shutil
 from dataclasses import dataclass, field
@@ -126,6 +127,7 @@ def _stored_base_model(spec: str) -> str:
 
 def train(settings: TrainSettings, output: str | Path, resume: bool = False, log=print) -> dict:
     """Train and write the run directory `output`; returns the summary (also in run.json)."""
+    import torch
     import yaml
     from transformers import EarlyStoppingCallback, set_seed
     from transformers.utils import logging as hf_logging
@@ -147,7 +149,10 @@ def train(settings: TrainSettings, output: str | Path, resume: bool = False, log
     lora = None
     if settings.lora:
         lora = LoraSettings(
-            settings.lora_r, settings.lora_alpha, settings.lora_dropout, settings.lora_target_modules
+            settings.lora_r,
+            settings.lora_alpha,
+            settings.lora_dropout,
+            settings.lora_target_modules,
         )
     model = load_model(settings.model, dtype=settings.dtype, lora=lora)
     encoder = PromptEncoder(
@@ -165,9 +170,7 @@ def train(settings: TrainSettings, output: str | Path, resume: bool = False, log
     train_examples, truncated = encode_samples(train_samples, catalog, encoder)
     eval_examples, _ = encode_samples(eval_samples, catalog, encoder)
 
-    import torch.distributed as dist
-
-    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # set by accelerate launch / torchrun
     steps_per_epoch = math.ceil(
         len(train_examples) / (settings.batch_size * settings.gradient_accumulation_steps * world)
     )
@@ -208,6 +211,10 @@ def train(settings: TrainSettings, output: str | Path, resume: bool = False, log
         report_to=[],
         save_only_model=False,
         dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        # several processes without a GPU: DDP over gloo (accelerate's default state would
+        # start the process group but leave DDP off)
+        use_cpu=world > 1 and not torch.cuda.is_available(),
     )
     trainer = CFTTrainer(
         model=model,
@@ -229,7 +236,7 @@ def train(settings: TrainSettings, output: str | Path, resume: bool = False, log
             shutil.rmtree(checkpoints)  # a fresh run does not continue an old one
         checkpoints.mkdir(parents=True, exist_ok=True)
         (checkpoints / SETTINGS_FILE).write_text(yaml.safe_dump(settings.to_dict()))
-    log(
+    (log if main_process else _quiet)(
         f"training {settings.method} on {len(train_examples)} samples "
         f"({len(eval_examples)} validation, {truncated} prompts truncated), "
         f"{steps_per_epoch} steps per epoch"
@@ -253,6 +260,7 @@ def train(settings: TrainSettings, output: str | Path, resume: bool = False, log
         "best_eval_loss": state.best_metric,
         "best_checkpoint_step": _step_of(state.best_model_checkpoint),
     }
+    trainer.accelerator.wait_for_everyone()  # every process is done with the checkpoints
     if main_process:
         info = {
             "kind": "llm",
@@ -288,12 +296,22 @@ def train(settings: TrainSettings, output: str | Path, resume: bool = False, log
 
 
 def _last_checkpoint(checkpoints: Path) -> Path | None:
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest complete checkpoint. Trainer writes trainer_state.json last, so a run killed
+    while saving leaves a checkpoint without a readable one: skip it."""
+    import json
 
-    if not checkpoints.is_dir():
-        return None
-    found = get_last_checkpoint(str(checkpoints))
-    return Path(found) if found else None
+    complete = []
+    for path in checkpoints.glob("checkpoint-*"):
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+            complete.append((int(path.name.rsplit("-", 1)[1]), path))
+        except (OSError, ValueError):
+            continue
+    return max(complete)[1] if complete else None
+
+
+def _quiet(*_args) -> None:
+    """Processes other than the main one stay silent."""
 
 
 def _step_of(checkpoint: str | None) -> int | None:

@@ -1,0 +1,234 @@
+"""Load test of `cftrec serve` on loopback: concurrent clients against the bundled model.
+
+    .venv/bin/python benchmarks/bench_serving.py [--clients 50] [--duration 30] [--rounds 1]
+
+Builds an LLM run over MovieLens-100k with bundled:smollm2-135m (a LoRA adapter with B = 0,
+i.e. the untrained base model: the cost of serving does not depend on training), then, per
+round, serves it twice in a fresh `cftrec serve` process each: micro-batched (max batch 16)
+and one at a time (max batch 1), in alternating order. `--clients` asyncio clients post
+test-split histories to 127.0.0.1 for `--duration` seconds (a request in flight at the end
+still counts). Reports p50/p95/p99 latency, requests/s, errors, and the batching gain.
+Loopback only; bounded in time and count. Results: benchmarks/results/serving.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import platform
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+CONFIGS = {"micro-batched": 16, "one-at-a-time": 1}
+
+
+def build_run(work: Path) -> tuple[Path, list[list[str]]]:
+    """Prepare MovieLens-100k and write an LLM run with the bundled model; test histories."""
+    import torch
+
+    from cftrec.assets import movielens_100k_cache
+    from cftrec.data.dataset import Dataset
+    from cftrec.modeling import LoraSettings, add_lora, load_model, load_tokenizer
+    from cftrec.prompts import PromptEncoder
+    from cftrec.training.run_dir import save_llm_run
+
+    data = work / "ml100k"
+    subprocess.run(
+        [sys.executable, "-m", "cftrec", "data", "prepare", "recbole",
+         str(movielens_100k_cache()), "-o", str(data)],
+        check=True, stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    dataset = Dataset.load(data)
+    tokenizer = load_tokenizer("bundled:smollm2-135m")
+    settings = LoraSettings(r=8, alpha=16, dropout=0.0)
+    model = add_lora(load_model("bundled:smollm2-135m"), settings)
+    with torch.no_grad():  # B = 0: exactly the base model
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.zero_()
+    info = {
+        "method": "sft",
+        "base_model": "bundled:smollm2-135m",
+        "dtype": "float32",
+        "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": settings.target_modules},
+        "max_history": 10,
+        "prompt": PromptEncoder(tokenizer).config(),
+    }
+    run = save_llm_run(
+        work / "run", model=model, tokenizer=tokenizer, info=info, dataset=dataset,
+        config={"method": "sft"}, metrics=[],
+    )  # fmt: skip
+    histories = [list(s.history) for s in dataset.samples("test")]
+    return run, histories
+
+
+def start_server(run: Path, port: int, max_batch: int, beams: int) -> subprocess.Popen:
+    command = [
+        sys.executable, "-m", "cftrec", "serve", "--run", str(run), "--host", "127.0.0.1",
+        "--port", str(port), "--max-batch-size", str(max_batch), "--max-wait-ms", "5",
+        "--beams", str(beams), "--log-level", "warning",
+    ]  # fmt: skip
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"server exited: {server.stderr.read().decode()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    server.kill()
+    raise RuntimeError("server did not start in 180 s")
+
+
+async def load(url: str, histories, clients: int, duration: float, k: int, seed: int) -> dict:
+    latencies, errors = [], 0
+    rng = random.Random(seed)
+    stop_at = time.monotonic() + duration
+
+    async def client(http: httpx.AsyncClient) -> None:
+        nonlocal errors
+        while time.monotonic() < stop_at:
+            body = {"history": rng.choice(histories), "k": k}
+            started = time.monotonic()
+            try:
+                response = await http.post(f"{url}/recommend", json=body)
+                ok = response.status_code == 200 and len(response.json()["recommendations"]) == k
+            except httpx.HTTPError:
+                ok = False
+            if ok:
+                latencies.append(time.monotonic() - started)
+            else:
+                errors += 1
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    began = time.monotonic()
+    async with httpx.AsyncClient(timeout=600, limits=limits) as http:
+        await asyncio.gather(*(client(http) for _ in range(clients)))
+        batching = (await http.get(f"{url}/health")).json()["batching"]
+    elapsed = time.monotonic() - began
+    latencies.sort()
+
+    def quantile(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else 0.0
+
+    return {
+        "requests": len(latencies),
+        "errors": errors,
+        "elapsed_s": round(elapsed, 2),
+        "requests_per_s": round(len(latencies) / elapsed, 3),
+        "p50_s": round(quantile(0.50), 3),
+        "p95_s": round(quantile(0.95), 3),
+        "p99_s": round(quantile(0.99), 3),
+        "mean_s": round(statistics.fmean(latencies), 3) if latencies else 0.0,
+        "recommend_calls": batching["recommend_calls"],
+        "mean_batch": round(batching["requests"] / max(1, batching["recommend_calls"]), 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds per config/round")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--beams", type=int, default=10)
+    parser.add_argument("-k", type=int, default=10)
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--out", type=Path, default=RESULTS / "serving")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="cftrec-bench-serving-") as tmp:
+        print("building the run (MovieLens-100k, bundled:smollm2-135m) ...", flush=True)
+        run, histories = build_run(Path(tmp))
+        rows = []
+        for round_index in range(args.rounds):
+            order = list(CONFIGS) if round_index % 2 == 0 else list(CONFIGS)[::-1]
+            for name in order:
+                server = start_server(run, args.port, CONFIGS[name], args.beams)
+                try:
+                    url = f"http://127.0.0.1:{args.port}"
+                    warm = {"history": histories[0], "k": args.k}
+                    httpx.post(f"{url}/recommend", json=warm, timeout=600)
+                    result = asyncio.run(
+                        load(url, histories, args.clients, args.duration, args.k, round_index)
+                    )
+                finally:
+                    server.send_signal(signal.SIGTERM)
+                    server.wait(timeout=120)
+                result = {"config": name, "max_batch_size": CONFIGS[name], "round": round_index,
+                          **result}  # fmt: skip
+                rows.append(result)
+                print(json.dumps(result), flush=True)
+
+    def total(name: str, key: str) -> float:
+        picked = [r for r in rows if r["config"] == name]
+        return sum(r[key] for r in picked) / len(picked)
+
+    gain = total("micro-batched", "requests_per_s") / max(
+        1e-9, total("one-at-a-time", "requests_per_s")
+    )
+    summary = {
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{os.cpu_count()}-core CPU, shared ({platform.machine()}), no GPU",
+        "model": "bundled:smollm2-135m (float32), MovieLens-100k catalogue",
+        "settings": {
+            "clients": args.clients, "duration_s": args.duration, "rounds": args.rounds,
+            "beams": args.beams, "k": args.k, "max_wait_ms": 5, "decoding": "beam",
+        },  # fmt: skip
+        "rows": rows,
+        "throughput_gain": round(gain, 2),
+        "errors": sum(r["errors"] for r in rows),
+    }
+    write_results(summary, args.out)
+    print(f"micro-batching gain {gain:.2f}x requests/s; errors {summary['errors']}")
+
+
+def write_results(summary: dict, out: Path) -> None:
+    from cftrec.io import atomic_write_text, write_json
+
+    write_json(out.with_suffix(".json"), summary)
+    s = summary["settings"]
+    lines = [
+        "# Serving load benchmark (`benchmarks/bench_serving.py`)",
+        "",
+        f"{summary['date']}, {summary['machine']}; {summary['model']}; constrained beam "
+        f"search ({s['beams']} beams, k = {s['k']}); {s['clients']} concurrent clients on "
+        f"127.0.0.1 for {s['duration_s']:g} s per configuration, {s['rounds']} round(s).",
+        "",
+        "| config | max batch | requests | errors | req/s | p50 s | p95 s | p99 s | mean batch |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in summary["rows"]:
+        lines.append(
+            f"| {r['config']} | {r['max_batch_size']} | {r['requests']} | {r['errors']} | "
+            f"{r['requests_per_s']:.2f} | {r['p50_s']:.2f} | {r['p95_s']:.2f} | "
+            f"{r['p99_s']:.2f} | {r['mean_batch']:.1f} |"
+        )
+    lines += [
+        "",
+        f"Micro-batching gain over one-at-a-time: **{summary['throughput_gain']:.2f}x** "
+        f"requests/s; total errors: {summary['errors']}.",
+        "",
+        "Reproduce: `.venv/bin/python benchmarks/bench_serving.py` (about 2 minutes).",
+        "",
+    ]
+    atomic_write_text(out.with_suffix(".md"), "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

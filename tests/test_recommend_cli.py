@@ -1,0 +1,86 @@
+"""`cftrec recommend` on real pop and LLM runs: table, JSON, unknown titles, item ids."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from cftrec.cli import main
+from cftrec.data.dataset import Dataset
+from cftrec.training.run_dir import load_llm_run
+from serving_fixtures import make_dataset, make_llm_run, make_pop_run
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tokenizer):
+    root = tmp_path_factory.mktemp("recommend")
+    data = make_dataset(root)
+    return {"data": data, "pop": make_pop_run(root, data), "llm": make_llm_run(root, data, tokenizer)}
+
+
+def _run(argv, capsys):
+    main(argv)
+    return capsys.readouterr().out
+
+
+def test_pop_run_documented_form_and_positional_form(runs, capsys):
+    dataset = Dataset.load(runs["data"])
+    train = dataset.interactions[dataset.interactions["split"] == "train"]
+    counts = train["item_id"].map(dataset.catalog.title_of).value_counts().to_dict()
+    expected = sorted(dataset.catalog.titles, key=lambda t: (-counts.get(t, 0), t))[:3]
+    for argv in (
+        ["--history", "Toy Story (1995)", "Heat (1995)", "-k", "3", "--json"],
+        ["Toy Story (1995)", "1", "--k", "3", "--json"],
+    ):
+        out = json.loads(_run(["recommend", "--run", str(runs["pop"]), *argv], capsys))
+        assert [r["title"] for r in out["recommendations"]] == expected
+        assert [h["item_id"] for h in out["history"]] == ["0", "1"]
+        assert out["recommendations"][0]["score"] == counts[expected[0]]
+    table = _run(["recommend", "--run", str(runs["pop"]), "--history", "Heat (1995)"], capsys)
+    for column in ("rank", "title", "score", "item ids", expected[0]):
+        assert column in table
+
+
+def test_llm_run_exhaustive_matches_brute_force(runs, capsys):
+    argv = ["recommend", "--run", str(runs["llm"]), "--item-ids", "3", "5",
+            "--decoding", "exhaustive", "-k", "4", "--json"]  # fmt: skip
+    out = json.loads(_run(argv, capsys))
+    run = load_llm_run(runs["llm"])
+    catalog = Dataset.load(runs["data"]).catalog
+    prompt = run.encoder.factual_ids(["Babe (1995)", "Scream (1996)"])[0]
+    scores = {}
+    for title in catalog.titles:
+        response = run.encoder.response_ids(title)
+        with torch.no_grad():
+            logits = run.model(input_ids=torch.tensor([prompt + response])).logits[0]
+        lp = logits[len(prompt) - 1 : -1].log_softmax(-1)
+        scores[title] = lp[torch.arange(len(response)), torch.tensor(response)].sum().item()
+    expected = sorted(scores, key=lambda t: -scores[t])[:4]
+    assert [r["title"] for r in out["recommendations"]] == expected
+    assert out["recommendations"][0]["score"] == pytest.approx(scores[expected[0]], abs=1e-3)
+    assert out["decoding"] == {"method": "exhaustive", "num_beams": 10}
+
+
+def test_long_history_keeps_the_most_recent_window(runs, capsys):
+    entries = [str(i % 8) for i in range(13)]  # 13 entries; the run's window is 10
+    out = json.loads(_run(["recommend", "--run", str(runs["pop"]), *entries, "--json"], capsys))
+    assert [h["item_id"] for h in out["history"]] == entries[-10:]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--history", "Toy Stroy (1995)"], "did you mean 'Toy Story (1995)'"),
+        (["--item-ids", "Heat (1995)"], "unknown item id 'Heat (1995)'"),
+        (["--decoding", "greedy", "Heat (1995)"], "unknown decoding method"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(runs, capsys, argv, message):
+    run = runs["llm"] if "--decoding" in argv else runs["pop"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["recommend", "--run", str(run), *argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1] and "Traceback" not in "\n".join(err)

@@ -1,0 +1,153 @@
+"""`cftrec train` end to end on a tiny random Llama: sft and cft, reload, determinism,
+SIGKILL + --resume, two processes with accelerate (gloo)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cftrec.cli import main
+from cftrec.training.run_dir import load_llm_run, read_metrics
+from training_fixtures import write_tiny_dataset
+
+pytestmark = pytest.mark.slow
+RUN_FILES = {"run.json", "items.parquet", "config.yaml", "tokenizer", "metrics.jsonl"}
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return write_tiny_dataset(tmp_path_factory.mktemp("data") / "tiny")
+
+
+def _train_args(data, model, out, *extra):
+    return [
+        "train", "--data", str(data), "--model", str(model), "--learning-rate", "3e-3",
+        "--batch-size", "4", "--logging-steps", "1", "--eval-steps", "4", "-o", str(out), *extra,
+    ]  # fmt: skip
+
+
+def _train_losses(run):
+    return [line["loss"] for line in read_metrics(run) if "loss" in line]
+
+
+def test_train_sft_and_cft_then_reload(tmp_path, tiny_data, tiny_model_dir, tokenizer):
+    for method in ("sft", "cft"):
+        run = tmp_path / method
+        main(_train_args(tiny_data, tiny_model_dir, run, "--method", method, "--max-steps", "8"))
+        assert RUN_FILES | {"model"} <= {p.name for p in run.iterdir()}
+        assert not (run / "checkpoints").exists()  # the finished run replaced the work folder
+        losses = _train_losses(run)
+        assert len(losses) == 8 and losses[-1] < losses[0]  # it learns
+        metrics = read_metrics(run)
+        cf = [line["cf"] for line in metrics if "cf" in line]
+        assert all(v == 0 for v in cf) if method == "sft" else all(v > 0 for v in cf)
+        assert any("eval_loss" in line for line in metrics)
+        loaded = load_llm_run(run)
+        info = json.loads((run / "run.json").read_text())
+        assert info["method"] == method and info["weighting"] == (
+            "none" if method == "sft" else "linear"
+        )
+        assert loaded.info["summary"]["best_eval_loss"] is not None
+        assert loaded.encoder.counterfactual_ids() == loaded.encoder.counterfactual_ids()
+    # Same config, same seed: identical results on CPU.
+    again = tmp_path / "cft-again"
+    main(_train_args(tiny_data, tiny_model_dir, again, "--method", "cft", "--max-steps", "8"))
+    assert _train_losses(again) == _train_losses(tmp_path / "cft")
+
+
+def test_lora_run_saves_an_adapter_and_preset_is_overridden(tmp_path, tiny_data, tiny_model_dir):
+    preset = tmp_path / "preset.yaml"
+    preset.write_text("method: sft\nlora: true\nlora_r: 4\nalpha: 0.5\nmax_steps: 100\n")
+    run = tmp_path / "lora"
+    main(
+        _train_args(
+            tiny_data,
+            tiny_model_dir,
+            run,
+            "--config",
+            str(preset),
+            "--method",
+            "cft",
+            "--max-steps",
+            "3",
+        )
+    )
+    info = json.loads((run / "run.json").read_text())
+    assert info["method"] == "cft" and info["alpha"] == 0.5 and info["lora"]["r"] == 4
+    assert info["summary"]["steps"] == 3
+    assert (run / "adapter" / "adapter_config.json").exists() and not (run / "model").exists()
+    assert load_llm_run(run).model is not None
+
+
+def test_bad_inputs_are_one_line_exit_2(tmp_path, tiny_data, capsys):
+    for args in (
+        _train_args(tiny_data, tmp_path / "no-such-model", tmp_path / "r"),
+        _train_args(tmp_path / "no-data", tmp_path / "m", tmp_path / "r"),
+        _train_args(tiny_data, tmp_path / "m", tmp_path / "r", "--method", "dpo"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main(args)
+        assert exit_info.value.code == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learning_rat: 1\n")
+    with pytest.raises(SystemExit):
+        main(_train_args(tiny_data, tmp_path / "m", tmp_path / "r", "--config", str(bad)))
+    assert "bad.yaml: unknown option 'learning_rat'" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "cftrec", *args]
+
+
+def test_sigkill_then_resume_finishes(tmp_path, tiny_data, tiny_model_dir):
+    run = tmp_path / "run"
+    args = _train_args(
+        tiny_data, tiny_model_dir, run, "--method", "cft", "--epochs", "3", "--eval-steps", "2"
+    )
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    process = subprocess.Popen(
+        _cli(*args), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    checkpoints = run / "checkpoints"
+    deadline = time.monotonic() + 120
+    # kill mid-run (27 steps in all), as soon as the second checkpoint is complete
+    while not (checkpoints / "checkpoint-4" / "trainer_state.json").exists():
+        assert process.poll() is None and time.monotonic() < deadline, "training ended too early"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (run / "run.json").exists()  # nothing half-written
+    resumed = subprocess.run(_cli(*args, "--resume"), env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from checkpoint-" in resumed.stdout
+    info = json.loads((run / "run.json").read_text())
+    assert info["summary"]["steps"] == 27 and info["summary"]["epochs"] == 3.0
+    steps = [line["step"] for line in read_metrics(run) if "loss" in line]
+    assert steps[0] == 1 and steps[-1] == 27  # history carried over from the checkpoint
+    assert load_llm_run(run).model is not None
+
+
+def test_accelerate_two_processes(tmp_path, tiny_data, tiny_model_dir):
+    run = tmp_path / "ddp"
+    args = _train_args(tiny_data, tiny_model_dir, run, "--method", "cft", "--max-steps", "4")
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--multi_gpu",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "-m", "cftrec", *args,
+    ]  # fmt: skip
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    info = json.loads((run / "run.json").read_text())
+    # 36 samples over 2 processes x batch 4: 5 steps per epoch (one process alone: 9)
+    assert info["summary"]["steps"] == 4 and info["summary"]["epochs"] == pytest.approx(0.8)
+    assert Path(run / "model").is_dir() and load_llm_run(run).model is not None
