@@ -29,6 +29,7 @@ from cftrec.baselines.sasrec import (
     fit_sasrec,
     length_batches,
     ndcg_hr_at,
+    title_ranks,
 )
 from cftrec.data.dataset import Dataset
 
@@ -54,17 +55,21 @@ def prepare(name: str, scratch: Path) -> Path | None:
     return out
 
 
-def item_level(recommender, samples, ks=(5, 10, 20)) -> dict[str, float]:
-    """Full ranking over all items (the classic SASRec protocol), ties: lower item index first."""
+def item_level(recommender, samples, exclude_history=False, ks=(5, 10, 20)) -> dict[str, float]:
+    """Full ranking over all items (the classic SASRec protocol), ties: lower item index first.
+    `exclude_history` drops the history's items from the ranking, as the S3-Rec/RecBole-style
+    evaluation code behind most published numbers does (cftrec does not)."""
     index_of = recommender.index_of_item
     histories = [s.history for s in samples]
     ranks = []
     for rows in length_batches(histories, 1024):
         scores = recommender.item_log_probs([histories[r] for r in rows])  # [b, items]
         targets = torch.tensor([index_of[samples[r].target] - 1 for r in rows])
-        target_scores = scores.gather(1, targets[:, None])
-        before = torch.arange(scores.shape[1])[None, :] < targets[:, None]
-        ranks.append(((scores > target_scores) | ((scores == target_scores) & before)).sum(1))
+        if exclude_history:
+            for row, r in enumerate(rows):
+                seen = [index_of[i] - 1 for i in histories[r] if i != samples[r].target]
+                scores[row, seen] = -torch.inf
+        ranks.append(title_ranks(scores, targets))
     ranks = torch.cat(ranks)
     result = {}
     for k in ks:
@@ -106,6 +111,7 @@ def run(name: str, data: Path, config: SASRecConfig, histories: tuple[int, ...])
             "cases": len(test),
             "title_level": title_level(result.recommender, test),
             "item_level": item_level(result.recommender, test),
+            "item_level_history_excluded": item_level(result.recommender, test, True),
             "eval_seconds": round(time.perf_counter() - started, 1),
         }
         print(json.dumps(summary["test"][f"history_{max_history}"]))
@@ -124,7 +130,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = dict(hidden_size=64, num_blocks=2, num_heads=1, max_length=50)
-    config |= dict(batch_size=args.batch_size, epochs=args.epochs, patience=args.patience, dropout=args.dropout)
+    config |= dict(
+        batch_size=args.batch_size, epochs=args.epochs, patience=args.patience, dropout=args.dropout
+    )
     config |= dict(learning_rate=args.lr, max_eval_samples=5000, seed=42)
     report = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     report["machine"] = f"2-core CPU, shared ({platform.processor() or platform.machine()})"

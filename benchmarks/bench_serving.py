@@ -187,8 +187,13 @@ def main() -> None:
         "machine": f"{os.cpu_count()}-core CPU, shared ({platform.machine()}), no GPU",
         "model": "bundled:smollm2-135m (float32), MovieLens-100k catalogue",
         "settings": {
-            "clients": args.clients, "duration_s": args.duration, "rounds": args.rounds,
-            "beams": args.beams, "k": args.k, "max_wait_ms": 5, "decoding": "beam",
+            "clients": args.clients,
+            "duration_s": args.duration,
+            "rounds": args.rounds,
+            "beams": args.beams,
+            "k": args.k,
+            "max_wait_ms": 5,
+            "decoding": "beam",
         },  # fmt: skip
         "rows": rows,
         "throughput_gain": round(gain, 2),

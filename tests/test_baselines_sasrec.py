@@ -48,7 +48,7 @@ def cycle_dataset(path, users=60, length=12, shared_title=True):
 
 def small_config(**overrides):
     settings = dict(hidden_size=32, num_blocks=1, num_heads=2, dropout=0.0, max_length=8)
-    settings |= dict(epochs=40, batch_size=32, learning_rate=5e-3, patience=5, seed=1)
+    settings |= dict(epochs=40, batch_size=32, learning_rate=5e-3, patience=3, seed=1)
     return SASRecConfig(**{**settings, **overrides})
 
 

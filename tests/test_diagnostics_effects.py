@@ -29,9 +29,10 @@ def _direct(model, encoder, history, target):
     p = factual.exp()
     kl = (p * (factual - counter)).sum(-1)
     target_ids = torch.tensor(response)
-    effect = factual[torch.arange(len(response)), target_ids] - counter[
-        torch.arange(len(response)), target_ids
-    ]
+    effect = (
+        factual[torch.arange(len(response)), target_ids]
+        - counter[torch.arange(len(response)), target_ids]
+    )
     return kl.tolist(), effect.tolist()
 
 
@@ -122,7 +123,9 @@ def test_diagnose_two_runs_matches_direct_top1_and_effects(runs):
         assert first["kl"] == pytest.approx(sum(kl[0] for kl, _ in direct) / 4, abs=1e-4)
         assert first["effect"] == pytest.approx(sum(e[0] for _, e in direct) / 4, abs=1e-4)
         tokens = sum(len(kl) for kl, _ in direct)
-        assert entry["mean_kl"] == pytest.approx(sum(sum(kl) for kl, _ in direct) / tokens, abs=1e-4)
+        assert entry["mean_kl"] == pytest.approx(
+            sum(sum(kl) for kl, _ in direct) / tokens, abs=1e-4
+        )
 
 
 def test_diagnose_cli_writes_json_and_png(runs, capsys):

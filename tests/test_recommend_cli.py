@@ -17,7 +17,11 @@ from serving_fixtures import make_dataset, make_llm_run, make_pop_run
 def runs(tmp_path_factory, tokenizer):
     root = tmp_path_factory.mktemp("recommend")
     data = make_dataset(root)
-    return {"data": data, "pop": make_pop_run(root, data), "llm": make_llm_run(root, data, tokenizer)}
+    return {
+        "data": data,
+        "pop": make_pop_run(root, data),
+        "llm": make_llm_run(root, data, tokenizer),
+    }
 
 
 def _run(argv, capsys):

@@ -18,7 +18,11 @@ from serving_fixtures import make_dataset, make_llm_run, make_pop_run, running_s
 def runs(tmp_path_factory, tokenizer):
     root = tmp_path_factory.mktemp("serving")
     data = make_dataset(root)
-    return {"data": data, "pop": make_pop_run(root, data), "llm": make_llm_run(root, data, tokenizer)}
+    return {
+        "data": data,
+        "pop": make_pop_run(root, data),
+        "llm": make_llm_run(root, data, tokenizer),
+    }
 
 
 @pytest.fixture(scope="module")

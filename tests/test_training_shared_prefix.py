@@ -11,6 +11,7 @@ from cftrec.training.collator import CFTCollator, EncodedExample
 from cftrec.training.loss import cft_loss
 from cftrec.training.trainer import CFTConfig, batch_loss
 from conftest import make_tiny_llama
+from training_fixtures import one_thread  # noqa: F401 (autouse fixture)
 
 HISTORIES = [
     (["Toy Story (1995)", "Heat (1995)", "Casino (1995)"], "Fargo (1996)"),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 TITLES = [
     "Toy Story (1995)",
     "Heat (1995)",
@@ -33,3 +35,14 @@ def write_tiny_dataset(out_dir: Path, users: int = 12, length: int = 6) -> Path:
             rows.append((f"u{user}", str(item), position, split))
     interactions = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "split"])
     return write_dataset(out_dir, items, interactions, {"source": "synthetic"})
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Two torch threads on a shared 2-core machine are ~10x slower than one for tiny models."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

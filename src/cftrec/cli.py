@@ -413,8 +413,8 @@ def baseline_sasrec(
         str, typer.Option(help="ce (full softmax) | bce (one sampled negative per position).")
     ] = "ce",
     epochs: Annotated[int, typer.Option(help="Most training epochs.")] = 50,
-    batch_size: Annotated[int, typer.Option(help="Training windows per batch.")] = 256,
-    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 1e-3,
+    batch_size: Annotated[int, typer.Option(help="Training windows per batch.")] = 128,
+    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate.")] = 2e-3,
     weight_decay: Annotated[float, typer.Option(help="Adam weight decay.")] = 0.0,
     patience: Annotated[
         int, typer.Option(help="Stop after this many epochs without a better valid NDCG@10.")
@@ -625,6 +625,29 @@ def diagnose_command(
             f"{entry['top1_changed']:.1%}"
         )
     console.print(f"-> {out}/diagnose.json, {out}/diagnose.png")
+
+
+# ---------------------------------------------------------------- demo (the main job, small)
+
+
+@app.command("demo")
+def demo_command(
+    out: Annotated[Path, typer.Option("-o", "--out", help="Working folder.")] = Path("demo"),
+    train_samples: Annotated[
+        int, typer.Option(help="Train samples for each LLM run (sft, cft).")
+    ] = 128,
+    eval_cases: Annotated[int, typer.Option(help="Test cases evaluated for every method.")] = 100,
+    model: Annotated[str, typer.Option(help="Model to fine-tune.")] = "bundled:smollm2-135m",
+    force: Annotated[bool, typer.Option(help="Redo steps whose outputs exist.")] = False,
+) -> None:
+    """The whole path on MovieLens-100k with the bundled model, small enough for a laptop CPU:
+    prepare, train pop / SASRec / sft / cft, evaluate, compare, diagnose, recommend."""
+    from .experiment import ExperimentSettings, run_demo
+
+    settings = ExperimentSettings(
+        model=model, max_train_samples=train_samples, eval_limit=eval_cases, force=force
+    )
+    run_demo(settings, out)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -153,3 +153,58 @@ def run_experiment(settings: ExperimentSettings, out_dir: str | Path) -> dict:
     }
     write_json(out / "summary.json", summary)
     return summary
+
+
+def _format_p(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def summary_table(summary: dict) -> str:
+    """Markdown: one row per method with its metrics, and each metric's difference to the
+    reference (sft) with the paired 95% interval and p-value."""
+    reference = summary["reference"]
+    header = ["method", "cases", *METRIC_COLUMNS, f"ndcg@10 vs {reference} (95% CI, p)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method, results in summary["metrics"].items():
+        metrics = results["metrics"]
+        cells = [method, str(results["num_cases"])]
+        cells += [f"{metrics[name]:.4f}" for name in METRIC_COLUMNS]
+        comparison = summary["comparisons"].get(method)
+        if comparison is None:
+            cells.append("reference")
+        else:
+            row = comparison["metrics"]["ndcg@10"]
+            low, high = row["ci95"]
+            cells.append(f"{row['diff']:+.4f} [{low:+.4f}, {high:+.4f}], p={_format_p(row['p_value'])}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_demo(settings: ExperimentSettings, out_dir: str | Path) -> dict:
+    """`cftrec demo`: the experiment, then diagnose, a sample recommendation, how to serve."""
+    out = Path(out_dir)
+    start = time.perf_counter()
+    summary = run_experiment(settings, out)
+    llm_runs = [m for m in ("cft", "sft") if m in settings.methods]
+    data = summary["data"]
+    if llm_runs:
+        diagnose_args = ["diagnose", "--run", str(out / "runs" / llm_runs[0]), "--data", data,
+                         "--limit", str(settings.diagnose_limit or 50),
+                         "--beams", str(settings.beams), "-o", str(out / "diagnose")]
+        if len(llm_runs) == 2:
+            diagnose_args[3:3] = ["--compare-run", str(out / "runs" / llm_runs[1])]
+        run_step("Diagnose: how much does the output depend on the history?", diagnose_args,
+                 out / "diagnose", settings.force)
+        run_step("Recommend for one history",
+                 ["recommend", "--run", str(out / "runs" / llm_runs[0]), "-k", "5",
+                  "--history", *settings.sample_history])
+    table = summary_table(summary)
+    (out / "summary.md").write_text(table + "\n", encoding="utf-8")
+    print(f"\n==> Results on {summary['metrics'][settings.methods[0]]['num_cases']} test cases "
+          f"(full ranking over distinct titles; paired permutation p-values)\n")
+    print(table)
+    print(f"\nplots: {out}/results/*/popularity.png, {out}/diagnose/")
+    if llm_runs:
+        print(f"serve it: cftrec serve --run {out / 'runs' / llm_runs[0]} --port 8000")
+    print(f"demo finished in {(time.perf_counter() - start) / 60:.1f} min; summary: {out}/summary.json")
+    return summary

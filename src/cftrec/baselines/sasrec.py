@@ -61,8 +61,8 @@ class SASRecConfig:
     max_length: int = 50  # most recent items the model reads
     loss: str = "ce"  # "ce": full softmax; "bce": one sampled negative per position
     epochs: int = 50
-    batch_size: int = 256
-    learning_rate: float = 1e-3
+    batch_size: int = 128
+    learning_rate: float = 2e-3
     weight_decay: float = 0.0
     patience: int = 5  # epochs without a better validation NDCG@10 before stopping
     max_eval_samples: int | None = 5000  # validation cases per epoch (seeded subset); None = all
@@ -409,7 +409,11 @@ def fit_sasrec(
             optimizer.step()
             total += loss.item()
         model.eval()
-        line = {"epoch": epoch, "loss": total / len(batches), "seconds": time.perf_counter() - started}
+        line = {
+            "epoch": epoch,
+            "loss": total / len(batches),
+            "seconds": time.perf_counter() - started,
+        }
         if valid:
             line.update({f"valid_{k}": v for k, v in evaluate_titles(recommender, valid).items()})
         metrics.append(line)

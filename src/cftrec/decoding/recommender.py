@@ -144,7 +144,7 @@ class Recommender:
         histories = [list(h) for h in histories]
         prompts = self.prompts(histories)  # validates every history before any model work
         size = batch_size or self.batch_size
-        result = Decoded([], [] if method == "grounding" else [])
+        result = Decoded([])
         starts = range(0, len(prompts), size)
         for start in tqdm(starts, desc=f"decoding ({method})", disable=not progress):
             batch = prompts[start : start + size]
