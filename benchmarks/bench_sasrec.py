@@ -127,6 +127,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1, help="1 is fastest on a shared CPU")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="JSON file to update")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = dict(hidden_size=64, num_blocks=2, num_heads=1, max_length=50)
@@ -134,7 +135,7 @@ def main() -> None:
         batch_size=args.batch_size, epochs=args.epochs, patience=args.patience, dropout=args.dropout
     )
     config |= dict(learning_rate=args.lr, max_eval_samples=5000, seed=42)
-    report = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    report = json.loads(args.out.read_text()) if args.out.exists() else {}
     report["machine"] = f"2-core CPU, shared ({platform.processor() or platform.machine()})"
     report["torch_threads"] = args.threads
     with tempfile.TemporaryDirectory(prefix="cftrec-bench-sasrec-") as scratch:
@@ -145,9 +146,9 @@ def main() -> None:
             histories = (50, 10) if name == "toys" else (50,)
             report[name] = run(name, data, SASRecConfig(**config), histories)
             report[name]["date"] = datetime.date.today().isoformat()
-            RESULTS.parent.mkdir(parents=True, exist_ok=True)
-            RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {RESULTS}")
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -232,3 +232,20 @@ def test_assistant_with_another_catalogue_is_refused(recommender):
     other = FixedAssistant(Catalog(["a"], ["Something else"]))
     with pytest.raises(CftrecError, match="catalogue differs"):
         recommender.recommend([["i1"]], assistant=other)
+
+
+def test_shared_prompt_attention_equals_per_beam_cache(recommender, sharp_model):
+    """The shared-prefix attention path gives the plain per-beam-cache results."""
+    from cftrec.decoding import shared_prefix
+    from cftrec.decoding.beam import constrained_beam_search
+    from cftrec.decoding.lm import prefill
+
+    prompts = recommender.prompts(HISTORIES)
+    _, cache, _, _ = prefill(sharp_model, prompts, recommender.pad_id)
+    assert shared_prefix.supports(sharp_model, cache)
+    args = (sharp_model, prompts, recommender.trie, 6, recommender.pad_id)
+    shared_titles, shared_scores = constrained_beam_search(*args, share_prompt=True)
+    plain_titles, plain_scores = constrained_beam_search(*args, share_prompt=False)
+    assert torch.equal(shared_titles, plain_titles)
+    assert torch.allclose(shared_scores, plain_scores, atol=1e-4)
+    assert sharp_model.config._attn_implementation != shared_prefix.NAME  # restored

@@ -1,7 +1,9 @@
-"""`cftrec serve` as a real process: it answers, and SIGTERM lets an in-flight request finish."""
+"""`cftrec serve` as a real process: API key from CFTREC_API_KEY; SIGTERM lets an in-flight
+request finish."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -23,7 +25,10 @@ def test_sigterm_finishes_in_flight_request(tmp_path):
         sys.executable, "-m", "cftrec", "serve", "--run", str(run), "--port", str(port),
         "--max-wait-ms", "1500", "--log-level", "warning",
     ]  # fmt: skip
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {**os.environ, "CFTREC_API_KEY": "from-env"}  # the key may come from the environment
+    server = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
@@ -37,12 +42,14 @@ def test_sigterm_finishes_in_flight_request(tmp_path):
             assert time.monotonic() < deadline, "server did not start"
             time.sleep(0.1)
 
+        body = {"history": ["Heat (1995)"], "k": 2}
+        assert httpx.post(f"{url}/recommend", json=body).status_code == 401
         result = {}
 
         def ask():
             started = time.monotonic()
             result["response"] = httpx.post(
-                f"{url}/recommend", json={"history": ["Heat (1995)"], "k": 2}, timeout=30
+                f"{url}/recommend", json=body, headers={"X-API-Key": "from-env"}, timeout=30
             )
             result["seconds"] = time.monotonic() - started
 

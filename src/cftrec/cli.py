@@ -463,8 +463,9 @@ def recommend_command(
     entries: Annotated[
         list[str] | None,
         typer.Argument(
-            metavar="[ENTRY]...",
-            help="History, oldest first: catalogue titles or item ids (none = cold start).",
+            metavar="ENTRY",
+            help="History, oldest first: catalogue titles or item ids (none = cold start; "
+            "put -- before an entry that starts with '-').",
             show_default=False,
         ),
     ] = None,
@@ -581,7 +582,7 @@ def diagnose_command(
         Path | None, typer.Option(help="A second LLM run (e.g. sft vs cft), side by side.")
     ] = None,
     split: Annotated[str, typer.Option(help="Split: test, valid or train.")] = "test",
-    limit: Annotated[int | None, typer.Option(min=1, help="Use the first N cases.")] = 200,
+    limit: Annotated[int, typer.Option(min=0, help="Use the first N cases (0 = all).")] = 100,
     batch_size: Annotated[int, typer.Option(min=1, help="Cases per forward pass.")] = 8,
     decoding: Annotated[str, typer.Option(help=_DECODING_HELP + " (for top-1 changes)")] = "beam",
     beams: Annotated[int, typer.Option(min=1, help="LLM runs: number of beams.")] = 10,
@@ -598,7 +599,7 @@ def diagnose_command(
     from .diagnostics import diagnose, run_label, write_outputs
 
     runs = [run] if compare_run is None else [run, compare_run]
-    result = diagnose(runs, data, split, limit, batch_size, decoding, beams)
+    result = diagnose(runs, data, split, limit or None, batch_size, decoding, beams)
     write_outputs(result, out)
     if as_json:
         print(json.dumps(result, indent=2, ensure_ascii=False))

@@ -13,6 +13,7 @@ tokens; this shows that curve and whether training strengthened it.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,12 @@ def diagnose_run(
         raise CftrecError(
             f"{dataset.path}: items not in the catalogue of run {run_dir} "
             f"(e.g. {sorted(missing)[:3]}); diagnose a run on the dataset it was trained on"
+        )
+    if info.get("data_fingerprint") != dataset.fingerprint:
+        print(
+            f"warning: {run_dir} was trained on other data ({info.get('data_fingerprint')}) "
+            f"than {dataset.path} ({dataset.fingerprint})",
+            file=sys.stderr,
         )
     run = load_llm_run(run_dir)
     cases = [(catalog.titles_for(s.history), catalog.title(s.target)) for s in samples]

@@ -4,6 +4,10 @@ Each prompt is prefilled once; its KV cache rows are then gathered for the live 
 per-beam prefill). At every step the candidates are the trie children of each beam's node,
 gathered with tensor operations, so every finished hypothesis is a catalogue title.
 
+The prompt keys/values are shared by the beams of a user (shared_prefix.py) where the model
+allows it, so a step only moves the few response tokens per beam; otherwise the cache rows are
+gathered per beam.
+
 Selection follows Hugging Face beam search: the 2W best candidates per user are taken; those
 that end a title (EOS) and rank among the first W enter the finished pool (best W kept), the
 best W others continue. With length_penalty 0 (D3) a score is the sum of token log-probs and a
@@ -18,6 +22,7 @@ from collections.abc import Sequence
 
 import torch
 
+from . import shared_prefix
 from .guidance import branch_log_probs, mix
 from .lm import forward, prefill
 from .trie import TitleTrie
@@ -35,15 +40,41 @@ def constrained_beam_search(
     length_penalty: float = 0.0,
     assistant_log_mass: torch.Tensor | None = None,
     guidance_scale: float = 1.0,
+    share_prompt: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """-> (title indices [B, W], scores [B, W]), best first; -1 / -inf where fewer than W.
 
     `assistant_log_mass` [B, N]: the assistant's log mass per trie node (guidance.node_log_mass).
+    `share_prompt=False` forces the plain per-beam cache (same results, slower).
     """
+    with shared_prefix.attention(model):
+        return _search(
+            model, prompts, trie, num_beams, pad_id, length_penalty, assistant_log_mass,
+            guidance_scale, share_prompt,
+        )  # fmt: skip
+
+
+def _search(
+    model,
+    prompts: Sequence[Sequence[int]],
+    trie: TitleTrie,
+    num_beams: int,
+    pad_id: int,
+    length_penalty: float,
+    assistant_log_mass: torch.Tensor | None,
+    guidance_scale: float,
+    share_prompt: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    from transformers import DynamicCache
+
     width = num_beams
     batch = len(prompts)
     log_probs, cache, prompt_mask, prompt_len = prefill(model, prompts, pad_id)
     device = log_probs.device
+    prefix = None
+    if share_prompt and shared_prefix.supports(model, cache):
+        # From here on the cache holds response tokens only; prompts live in `prefix`.
+        prefix, cache = shared_prefix.SharedPrefix.from_cache(cache, prompt_mask), DynamicCache()
     log_probs = log_probs.unsqueeze(1)  # [A, Wc=1, V]: one live beam (the prompt) per user
     users = torch.arange(batch, device=device)  # active users -> batch index
     scores = torch.zeros((batch, 1), device=device)  # [A, Wc] cumulative scores
@@ -115,15 +146,21 @@ def constrained_beam_search(
 
         # Feed the chosen tokens: one new position per beam row.
         rows = len(users) * live
-        mask = torch.cat(
-            [
-                prompt_mask.repeat_interleave(live, 0),
-                torch.ones((rows, step + 1), dtype=prompt_mask.dtype, device=device),
-            ],
-            1,
-        )
         positions = (prompt_len.repeat_interleave(live) + step).unsqueeze(1)
-        out = forward(model, next_tokens.view(rows, 1), mask, positions, cache)
+        if prefix is not None:
+            if len(keep_users) < active:
+                prefix = prefix.select(keep_users)
+            out = forward(model, next_tokens.view(rows, 1), None, positions, cache,
+                          shared_prefix=prefix)  # fmt: skip
+        else:
+            mask = torch.cat(
+                [
+                    prompt_mask.repeat_interleave(live, 0),
+                    torch.ones((rows, step + 1), dtype=prompt_mask.dtype, device=device),
+                ],
+                1,
+            )
+            out = forward(model, next_tokens.view(rows, 1), mask, positions, cache)
         cache = out.cache
         log_probs = out.logits[:, -1].float().log_softmax(-1).view(len(users), live, -1)
     else:  # every path ends within max_length tokens, so this only catches a broken trie

@@ -29,9 +29,11 @@ def left_pad(
     return ids.to(device), mask.to(device)
 
 
-def forward(model, ids, mask, positions, cache=None, logits_to_keep: int = 0, hidden=False):
+def forward(
+    model, ids, mask, positions, cache=None, logits_to_keep: int = 0, hidden=False, **kwargs
+):
     """One forward pass; `mask` covers cached + new tokens. Returns the model output
-    (`.logits`, `.cache`, and `.hidden_states` when `hidden`)."""
+    (`.logits`, `.cache`, and `.hidden_states` when `hidden`). `kwargs` reach the attention."""
     from transformers import DynamicCache
 
     if cache is None:
@@ -44,6 +46,7 @@ def forward(model, ids, mask, positions, cache=None, logits_to_keep: int = 0, hi
         use_cache=True,
         logits_to_keep=logits_to_keep,
         output_hidden_states=hidden,
+        **kwargs,
     )
 
 

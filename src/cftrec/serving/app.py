@@ -378,7 +378,11 @@ def serve(
 
     console = Console(stderr=True)
     with console.status(f"loading {run_dir}"):
-        service = RecommendService.load(run_dir, dtype=dtype, **(decoding or {}))
+        # An LLM decodes each micro-batch as one batch (the Recommender's default is 8).
+        batch_size = app_options.get("max_batch_size", 16)
+        service = RecommendService.load(
+            run_dir, dtype=dtype, **{"batch_size": batch_size, **(decoding or {})}
+        )
     app = create_app(service, api_key=api_key, **app_options)
     console.print(
         f"serving [bold]{run_dir}[/] ({service.kind}, {service.model_name}, "

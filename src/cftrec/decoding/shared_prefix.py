@@ -1,0 +1,109 @@
+"""Shared-prefix attention for beam decoding: every beam of a user reads that user's prompt
+keys/values in place instead of a private copy.
+
+With a plain KV cache each beam row holds a copy of its prompt's keys and values, and every
+step re-gathers (beam reordering) and re-concatenates (new token) the whole cache: on CPU that
+copying cost more than the model's matmuls. Here the prompt part is kept once per user and the
+cache holds only the response tokens (a few per beam); attention for the W beams of a user is
+computed against the prompt in one grouped matmul and merged with the response part under one
+softmax. Same result as full attention over [prompt; response], up to float rounding.
+
+Used through `attention(model)`, a context manager that switches the model's attention
+implementation to one that takes this path when a `shared_prefix` keyword is passed to the
+forward call, and plain SDPA otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+NAME = "cftrec_shared_prefix"
+
+
+@dataclass
+class SharedPrefix:
+    """Prompt keys/values per layer [A, Hkv, L, D] and the prompt padding bias [A, 1, 1, L]."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    bias: torch.Tensor
+
+    @classmethod
+    def from_cache(cls, cache, prompt_mask: torch.Tensor) -> SharedPrefix:
+        bias = torch.zeros(prompt_mask.shape, dtype=cache.layers[0].keys.dtype)
+        bias = bias.to(prompt_mask.device).masked_fill(prompt_mask == 0, float("-inf"))
+        return cls(
+            [layer.keys for layer in cache.layers],
+            [layer.values for layer in cache.layers],
+            bias[:, None, None, :],
+        )
+
+    def select(self, users: torch.Tensor) -> SharedPrefix:
+        """Keep the prompts of `users` (rows of A)."""
+        return SharedPrefix(
+            [k[users] for k in self.keys], [v[users] for v in self.values], self.bias[users]
+        )
+
+
+def supports(model, cache) -> bool:
+    """Plain full-attention layers (no sliding windows or other cache kinds) only."""
+    from transformers.cache_utils import DynamicLayer
+
+    return all(type(layer) is DynamicLayer for layer in cache.layers) and all(
+        hasattr(m, "layer_idx")
+        for m in model.modules()
+        if m.__class__.__name__.endswith("Attention")
+    )
+
+
+def _attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """query [R, Hq, 1, D]; key/value [R, Hkv, t, D]: the response tokens of each beam row.
+    Rows are grouped by user (R = A * W). Returns ([R, 1, Hq, D], None) like SDPA."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    prefix: SharedPrefix | None = kwargs.pop("shared_prefix", None)
+    if prefix is None:
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
+    prompt_keys, prompt_values = prefix.keys[module.layer_idx], prefix.values[module.layer_idx]
+    users, kv_heads, length, dim = prompt_keys.shape
+    rows, q_heads = query.shape[0], query.shape[1]
+    beams, group = rows // users, q_heads // kv_heads  # query head h reads kv head h // group
+    scaling = scaling if scaling is not None else dim**-0.5
+
+    # Prompt part: all beams of a user against its prompt in one matmul.
+    q = query.reshape(users, beams, kv_heads, group, dim).transpose(1, 2)
+    q = q.reshape(users, kv_heads, beams * group, dim)
+    prompt_scores = (q @ prompt_keys.transpose(-1, -2)) * scaling + prefix.bias  # [A,Hkv,W*g,L]
+    prompt_scores = prompt_scores.view(users, kv_heads, beams, group, length).transpose(1, 2)
+    # Response part: each row against its own response tokens.
+    q_rows = query.reshape(rows, kv_heads, group, dim)
+    response_scores = (q_rows @ key.transpose(-1, -2)) * scaling  # [R, Hkv, g, t]
+    scores = torch.cat([prompt_scores.reshape(rows, kv_heads, group, length), response_scores], -1)
+    probs = scores.float().softmax(-1).to(query.dtype)  # [R, Hkv, g, L + t]
+
+    prompt_probs = probs[..., :length].reshape(users, beams, kv_heads, group, length)
+    prompt_probs = prompt_probs.transpose(1, 2).reshape(users, kv_heads, beams * group, length)
+    out = (prompt_probs @ prompt_values).view(users, kv_heads, beams, group, dim).transpose(1, 2)
+    out = out.reshape(rows, kv_heads, group, dim) + probs[..., length:] @ value  # [R, Hkv, g, D]
+    return out.reshape(rows, 1, q_heads, dim), None
+
+
+@contextlib.contextmanager
+def attention(model):
+    """Switch `model` to shared-prefix-capable attention for the duration of the block."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(NAME, _attention)
+    AttentionMaskInterface.register(NAME, sdpa_mask)
+    previous = model.config._attn_implementation
+    model.config._attn_implementation = NAME
+    try:
+        yield
+    finally:
+        model.config._attn_implementation = previous
