@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import os
 import statistics
 import tempfile
 import time
@@ -181,13 +181,14 @@ def main() -> None:
         )
     floor = 1 + response_tokens / prompt_tokens
     print(f"floor 1 + response/factual tokens = {floor:.3f}")
-    device = (
-        torch.cuda.get_device_name() if options.device.startswith("cuda") else platform.processor()
-    )
+    if options.device.startswith("cuda"):
+        machine = f"{torch.cuda.get_device_name()} GPU"
+    else:
+        machine = f"{os.cpu_count()}-core CPU, shared, {options.threads} torch thread(s)"
     report = {
         "benchmark": "cft_cost",
         "date": date.today().isoformat(),
-        "machine": f"{options.device} ({device or platform.machine()}), {options.threads} thread(s)",
+        "machine": machine,
         "model": options.model,
         "lora": not options.full,
         "dtype": options.dtype,

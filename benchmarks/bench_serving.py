@@ -245,6 +245,11 @@ def write_results(summary: dict, out: Path) -> None:
         f"Micro-batching gain over one-at-a-time: **{summary['throughput_gain']:.2f}x** "
         f"requests/s; total errors: {summary['errors']}.",
         "",
+        "The clients form a closed loop, so latency is mostly queueing: about clients / "
+        "throughput. Unfinished = requests still queued or decoding when the window closed "
+        "(abandoned, not errors). Machine shared with other jobs while measuring: absolute "
+        "figures are noisy; the ratio comes from one run with the configurations back to back.",
+        "",
         "Reproduce: `.venv/bin/python benchmarks/bench_serving.py --clients "
         f"{s['clients']} --duration {s['duration_s']:g} --rounds {s['rounds']}`.",
         "",

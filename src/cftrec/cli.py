@@ -238,6 +238,9 @@ def train_command(
     ] = None,
     logging_steps: Annotated[int | None, typer.Option(help="[default: 10]")] = None,
     seed: Annotated[int | None, typer.Option(help="[default: 42]")] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="CPU threads for torch (1 is fastest on a busy machine).")
+    ] = None,
     config: Annotated[
         Path | None,
         typer.Option("--config", help="YAML preset (e.g. configs/cft.yaml); flags override it."),

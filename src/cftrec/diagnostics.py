@@ -225,7 +225,8 @@ def plot(result: dict[str, Any], path: str | Path) -> None:
     axes[1].axhline(0, color="grey", linewidth=0.8)
     labels = [run_label(run) for run in result["runs"]]
     shares = [run["top1_changed"] for run in result["runs"]]
-    axes[2].bar(range(len(shares)), shares, color=[f"C{i}" for i in range(len(shares))])
+    bars = axes[2].bar(range(len(shares)), shares, color=[f"C{i}" for i in range(len(shares))])
+    axes[2].bar_label(bars, labels=[f"{share:.0%}" for share in shares])
     axes[2].set_xticks(range(len(shares)), labels, rotation=15)
     axes[2].set(title="top-1 changes without history", ylabel="share of cases", ylim=(0, 1))
     for ax in axes[:2]:

@@ -10,9 +10,10 @@ gathered per beam.
 
 Selection follows Hugging Face beam search: the 2W best candidates per user are taken; those
 that end a title (EOS) and rank among the first W enter the finished pool (best W kept), the
-best W others continue. With length_penalty 0 (D3) a score is the sum of token log-probs and a
-user is done once its W-th finished score beats its best running one (no running beam can
-improve: scores only fall). With at least as many beams as titles nothing is ever pruned, so
+best W others continue. With length_penalty 0 (D3) a score is the sum of token log-probs, which only
+falls along a path: beams scoring below the W-th finished title are dropped, and a user is done
+once no beam is left. (With a length penalty, or guidance scales above 1, every beam runs to the
+end of its title.) With at least as many beams as titles nothing is ever pruned, so
 the result is the exact (exhaustive) ranking.
 """
 
@@ -69,6 +70,10 @@ def _search(
 
     width = num_beams
     batch = len(prompts)
+    # Scores only fall along a path when every step adds a log-prob <= 0: no length
+    # normalisation, and guidance weights g in [0, 1] (g > 1 can add positive terms).
+    guided = assistant_log_mass is not None
+    monotone = length_penalty == 0 and (not guided or 0 <= guidance_scale <= 1)
     log_probs, cache, prompt_mask, prompt_len = prefill(model, prompts, pad_id)
     device = log_probs.device
     prefix = None
@@ -120,11 +125,12 @@ def _search(
             cand_token = torch.nn.functional.pad(cand_token, pad, value=pad_id)
             cand_parent = torch.nn.functional.pad(cand_parent, pad)
         run_scores, pick = running.topk(width, dim=1)  # [A, W]
-        best_running = run_scores[:, 0]
-        if length_penalty == 0:
-            done = (best_running == NEG_INF) | (pool_scores[:, -1] >= best_running)
-        else:  # no exact bound on later normalised scores: finish every live beam
-            done = best_running == NEG_INF
+        if monotone:
+            # A beam scoring below the W-th finished title can only produce titles that never
+            # enter the pool, and never outrank a candidate that could: stop feeding it.
+            # (Hugging Face keeps such beams running; the results are the same.)
+            run_scores = run_scores.masked_fill(run_scores < pool_scores[:, -1:], NEG_INF)
+        done = run_scores[:, 0] == NEG_INF
         if done.any():
             out_scores[users[done]] = pool_scores[done]
             out_titles[users[done]] = pool_titles[done]

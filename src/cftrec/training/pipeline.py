@@ -61,6 +61,7 @@ class TrainSettings:
     patience: int = 3
     logging_steps: int = 10
     seed: int = 42
+    threads: int | None = None  # torch CPU threads (None: torch's default)
 
     def resolved_weighting(self) -> str:
         return self.weighting or ("linear" if self.method == "cft" else "none")
@@ -141,6 +142,8 @@ def train(settings: TrainSettings, output: str | Path, resume: bool = False, log
 
     settings.validate()
     hf_logging.set_verbosity_warning()
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
     output = Path(output)
     checkpoints = output / CHECKPOINTS_DIR
     dataset = Dataset.load(settings.data)
