@@ -28,7 +28,7 @@ from cftrec.experiment import ExperimentSettings, run_experiment, summary_table 
 SCALES = {
     # About an hour on this 2-core CPU: LoRA on the bundled model, every test user, 10 beams.
     "cpu-small": ExperimentSettings(
-        max_train_samples=768, epochs=1, batch_size=8, eval_limit=None, beams=10,
+        max_train_samples=512, epochs=1, batch_size=8, eval_limit=None, beams=10,
         diagnose_limit=100,
     ),
     # One H100/H200 in about 9 minutes: every train sample, one epoch, every test user.

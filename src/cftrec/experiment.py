@@ -34,6 +34,7 @@ class ExperimentSettings:
     beta: float = 0.25
     lora: bool = True
     max_train_samples: int | None = 256
+    max_eval_samples: int = 128  # validation samples for the validation loss / early stopping
     epochs: float = 1.0
     batch_size: int = 8
     learning_rate: float = 1e-3
@@ -121,6 +122,7 @@ def run_experiment(settings: ExperimentSettings, out_dir: str | Path) -> dict:
                 train_args.append("--lora")
             if settings.max_train_samples:
                 train_args += ["--max-train-samples", str(settings.max_train_samples)]
+            train_args += ["--max-eval-samples", str(settings.max_eval_samples)]
             train_args += list(settings.extra_train_args)
             label = "BIGRec baseline (sft)" if method == "sft" else "Counterfactual fine-tuning (cft)"
             timings[f"train {method}"] = run_step(
