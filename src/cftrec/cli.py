@@ -7,8 +7,8 @@ turns into one line on stderr and exit status 2 (`--debug` shows the traceback).
 from __future__ import annotations
 
 import sys
-from pathlib import Path  # noqa: F401  (used by command sections)
-from typing import Annotated, Optional  # noqa: F401
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -33,7 +33,7 @@ def _root(
     _state["debug"] = debug
 
 
-# ---------------------------------------------------------------- data (issue: data layer)
+# ---------------------------------------------------------------- data
 
 
 @data_app.command("fetch")
