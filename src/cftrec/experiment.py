@@ -57,7 +57,8 @@ def _cftrec() -> list[str]:
 
 def run_step(title: str, args: list[str], output: Path | None = None, force: bool = False,
              launcher: tuple[str, ...] = ()) -> float:
-    """Print and run one `cftrec` command; skip it when `output` already exists."""
+    """Print and run one `cftrec` command; skip it when `output` (the file that marks the step
+    complete: a run's run.json, an evaluation's results.json) already exists."""
     shown = "cftrec " + " ".join(shlex.quote(a) for a in args)
     print(f"\n==> {title}\n$ {shown}", flush=True)
     if output is not None and output.exists() and not force:
@@ -103,13 +104,13 @@ def run_experiment(settings: ExperimentSettings, out_dir: str | Path) -> dict:
         if method == "pop":
             timings["train pop"] = run_step(
                 "Popularity baseline", ["baseline", "pop", "--data", str(data), "-o", str(run)],
-                run, force)
+                run / "run.json", force)
         elif method == "sasrec":
             timings["train sasrec"] = run_step(
                 "SASRec baseline (full-softmax cross-entropy, early stopping on valid NDCG@10)",
                 ["baseline", "sasrec", "--data", str(data), "-o", str(run),
                  "--epochs", str(settings.sasrec_epochs), "--seed", str(settings.seed)],
-                run, force)
+                run / "run.json", force)
         else:
             train_args = [
                 "train", "--data", str(data), "--model", settings.model, "--method", method,
@@ -126,13 +127,14 @@ def run_experiment(settings: ExperimentSettings, out_dir: str | Path) -> dict:
             train_args += list(settings.extra_train_args)
             label = "BIGRec baseline (sft)" if method == "sft" else "Counterfactual fine-tuning (cft)"
             timings[f"train {method}"] = run_step(
-                f"Train {label} on {settings.model}", train_args, run, force, settings.launcher)
+                f"Train {label} on {settings.model}", train_args, run / "run.json", force,
+                settings.launcher)
         eval_args = ["evaluate", "--run", str(run), "--data", str(data), "--split", "test",
                      "--decoding", settings.decoding, "--beams", str(settings.beams), *limit,
                      "-o", str(results / method)]
         timings[f"evaluate {method}"] = run_step(
             f"Evaluate {method} on the test cases (full ranking over distinct titles)",
-            eval_args, results / method, force, settings.launcher)
+            eval_args, results / method / "results.json", force, settings.launcher)
 
     comparisons = {}
     reference = "sft" if "sft" in settings.methods else settings.methods[0]
@@ -196,7 +198,7 @@ def run_demo(settings: ExperimentSettings, out_dir: str | Path) -> dict:
         if len(llm_runs) == 2:
             diagnose_args[3:3] = ["--compare-run", str(out / "runs" / llm_runs[1])]
         run_step("Diagnose: how much does the output depend on the history?", diagnose_args,
-                 out / "diagnose", settings.force)
+                 out / "diagnose" / "diagnose.json", settings.force)
         run_step("Recommend for one history",
                  ["recommend", "--run", str(out / "runs" / llm_runs[0]), "-k", "5",
                   "--history", *settings.sample_history])
