@@ -1,20 +1,43 @@
 #!/usr/bin/env bash
-# The accuracy suite on one lent GPU (H100/H200), within about 9 minutes, results under $OUT.
-# The GPU machine has torch/transformers/peft/accelerate but no network and no pip install:
-# src/ goes on PYTHONPATH; the bundled model travels as a converted folder in .stash/model
-# (see benchmarks/accuracy/README.md for how to carry it).
+# The accuracy suite on one lent GPU (H100/H200) in about 9 minutes; results under $OUT.
+#
+# The GPU machine has torch/transformers/peft/accelerate but no network and no cftrec install:
+# src/ goes on PYTHONPATH. The bundled model's GGUF (98 MB) travels in two halves (see
+# benchmarks/accuracy/README.md); this script joins them, checks the sha256 and converts once.
+# Dry run on a CPU at tiny size:  SCALE=tiny MODEL=/path/to/tiny-model OUT=/tmp/out benchmarks/accuracy/gpu.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-export CFTREC_HOME="${CFTREC_HOME:-$PWD/.stash/cftrec-home}"
-OUT="${OUT:-$PWD/runs-accuracy/gpu-out}"
-mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/device.txt" || true
+export CFTREC_HOME="${CFTREC_HOME:-/root/stash/cftrec-home}"
+SCALE="${SCALE:-gpu}"
+OUT="${OUT:-$PWD/runs-accuracy/$SCALE-out}"
+WORK="${WORK:-/root/stash/accuracy}"
+mkdir -p "$OUT" "$WORK"
+model_args=()
+[ -n "${MODEL:-}" ] && model_args=(--model "$MODEL")
+
+# The bundled model: join the carried GGUF halves once (part 1 may already sit in /root/stash).
+GGUF_SHA256=${GGUF_SHA256:-}
+if [ -z "${MODEL:-}" ] && [ -z "${CFTREC_GGUF:-}" ]; then
+  parts=(/root/stash/gguf.part-* .stash/gguf.part-*)
+  gguf=/root/stash/SmolLM2-135M-Instruct.Q4_1.gguf
+  if [ ! -f "$gguf" ]; then
+    cat $(ls "${parts[@]}" 2>/dev/null | sort -t- -k3) > "$gguf"
+  fi
+  if [ -n "$GGUF_SHA256" ]; then
+    echo "$GGUF_SHA256  $gguf" | sha256sum -c -
+  fi
+  export CFTREC_GGUF="$gguf"
+fi
+
+( nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo "no GPU" ) \
+  | tee "$OUT/device.txt"
 # MovieLens-100k at full size: every train sample, one epoch, every test user, 10 beams.
-timeout 480 python benchmarks/accuracy/run.py gpu --out "$PWD/runs-accuracy/gpu" \
-  --results-dir "$OUT" 2>&1 | tee "$OUT/gpu-ml100k.log"
-# With time left, a fixed sample of amazon-video-games users (prepared dataset carried in .stash).
+timeout "${ML_TIMEOUT:-420}" python benchmarks/accuracy/run.py "$SCALE" "${model_args[@]}" \
+  --out "$WORK/ml100k" --results-dir "$OUT" 2>&1 | tee "$OUT/ml100k.log"
+# With time left: a fixed sample of amazon-video-games users (a prepared dataset carried in .stash/games).
 if [ -d .stash/games ]; then
-  timeout 120 python benchmarks/accuracy/run.py gpu --data .stash/games --out "$PWD/runs-accuracy/gpu-games" \
-    --results-dir "$OUT/games" 2>&1 | tee "$OUT/gpu-games.log" || echo "games run stopped at its time limit"
+  timeout "${GAMES_TIMEOUT:-120}" python benchmarks/accuracy/run.py "$SCALE" "${model_args[@]}" \
+    --data .stash/games --out "$WORK/games" --results-dir "$OUT/games" 2>&1 \
+    | tee "$OUT/games.log" || echo "games run stopped at its time limit"
 fi

