@@ -22,7 +22,9 @@ if [ -z "${MODEL:-}" ] && [ -z "${CFTREC_GGUF:-}" ]; then
   parts=(/root/stash/gguf.part-* .stash/gguf.part-*)
   gguf=/root/stash/SmolLM2-135M-Instruct.Q4_1.gguf
   if [ ! -f "$gguf" ]; then
-    cat $(ls "${parts[@]}" 2>/dev/null | sort -t- -k3) > "$gguf"
+    # Join in part order (aa, ab, ...) wherever each half lies.
+    for f in "${parts[@]}"; do [ -f "$f" ] && echo "$(basename "$f") $f"; done | sort \
+      | while read -r _ path; do cat "$path"; done > "$gguf"
   fi
   if [ -n "$GGUF_SHA256" ]; then
     echo "$GGUF_SHA256  $gguf" | sha256sum -c -

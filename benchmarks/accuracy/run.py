@@ -80,6 +80,11 @@ def record(name: str, summary: dict, results_dir: Path) -> None:
         f"- date: {header['date']}, commit {header['commit']}",
         f"- data: {summary['data']}",
         f"- settings: `{json.dumps(summary['settings'])}`",
+        "- wall time (s): "
+        + ", ".join(f"{step} {seconds:.0f}" for step, seconds in summary["timings_s"].items()),
+        "",
+        "Full ranking over the distinct titles; LLM runs list `beams` titles. p: paired sign-flip "
+        "permutation test over the same cases; interval: paired bootstrap 95%.",
         "",
         summary_table(summary),
         "",

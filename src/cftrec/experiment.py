@@ -20,7 +20,9 @@ from pathlib import Path
 from .errors import CftrecError
 from .io import read_json, write_json
 
-METRIC_COLUMNS = ("ndcg@5", "ndcg@10", "hr@5", "hr@10", "hr@50")
+# The metrics the CFT/D3 papers report; beam search lists only `beams` titles, so @20/@50 are
+# left to the per-run reports.
+METRIC_COLUMNS = ("ndcg@5", "ndcg@10", "hr@5", "hr@10")
 
 
 @dataclass
@@ -169,12 +171,14 @@ def summary_table(summary: dict) -> str:
     """Markdown: one row per method with its metrics, and each metric's difference to the
     reference (sft) with the paired 95% interval and p-value."""
     reference = summary["reference"]
-    header = ["method", "cases", *METRIC_COLUMNS, f"ndcg@10 vs {reference} (95% CI, p)"]
+    header = ["method", "cases", *METRIC_COLUMNS, "coverage@10", "mean pop@10",
+              f"ndcg@10 vs {reference} (95% CI, p)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method, results in summary["metrics"].items():
         metrics = results["metrics"]
         cells = [method, str(results["num_cases"])]
         cells += [f"{metrics[name]:.4f}" for name in METRIC_COLUMNS]
+        cells += [f"{results['coverage@10']:.3f}", f"{results['mean_popularity@10']:.0f}"]
         comparison = summary["comparisons"].get(method)
         if comparison is None:
             cells.append("reference")
