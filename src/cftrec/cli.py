@@ -522,7 +522,7 @@ def recommend_command(
     for column in ("rank", "title", "score", "item ids"):
         table.add_column(column, justify="right" if column in ("rank", "score") else "left")
     for rank, rec in enumerate(recommendations, 1):
-        table.add_row(str(rank), rec.title, f"{rec.score:.4g}", ", ".join(rec.item_ids))
+        table.add_row(str(rank), rec.title, f"{rec.score:.3f}", ", ".join(rec.item_ids))
     Console().print(table)
 
 
@@ -654,10 +654,24 @@ def demo_command(
     run_demo(settings, out)
 
 
+def _quiet_libraries(debug: bool) -> None:
+    """Keep library chatter (weight-loading bars, deprecation notices of dependencies) out of
+    the command output; --debug shows it. Set before transformers is imported."""
+    if debug:
+        return
+    import os
+    import warnings
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the app and maps CftrecError to one line + exit status 2."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
+    _quiet_libraries(debug)
     try:
         app(args=args, standalone_mode=False)
     except CftrecError as error:
