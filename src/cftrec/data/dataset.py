@@ -184,14 +184,23 @@ class Dataset:
         return counts
 
 
+def close_titles(catalog: Catalog, entry: str, n: int = 3) -> list[str]:
+    """The catalogue titles closest to a mistyped `entry`, ignoring case (for error messages)."""
+    import difflib
+
+    by_lower: dict[str, str] = {}
+    for title in catalog.titles:
+        by_lower.setdefault(title.lower(), title)
+    matches = difflib.get_close_matches(entry.lower(), list(by_lower), n=n, cutoff=0.5)
+    return [by_lower[match] for match in matches]
+
+
 def resolve_history(catalog: Catalog, entries: Sequence[str]) -> list[str]:
     """Map what a person typed (titles or item ids) to item ids, or fail with close matches.
 
     An exact title maps to the first item carrying it (items sharing a title read the same to
     a text model); an exact item id maps to itself.
     """
-    import difflib
-
     resolved = []
     for entry in entries:
         if entry in catalog.items_of_title:
@@ -199,7 +208,7 @@ def resolve_history(catalog: Catalog, entries: Sequence[str]) -> list[str]:
         elif entry in catalog.title_of:
             resolved.append(entry)
         else:
-            close = difflib.get_close_matches(entry, catalog.titles, n=3, cutoff=0.5)
+            close = close_titles(catalog, entry)
             hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
             raise CftrecError(f"unknown item {entry!r}: not a catalogue title or item id{hint}")
     return resolved

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..data.dataset import DEFAULT_MAX_HISTORY, Catalog, resolve_history
+from ..data.dataset import DEFAULT_MAX_HISTORY, Catalog, close_titles, resolve_history
 from ..errors import CftrecError
 from ..recommendation import Recommendation
 from ..runs import load_recommender, read_run_info
@@ -96,5 +96,5 @@ class RecommendService:
         return [{"title": t, "item_ids": list(self.catalog.items_of_title[t])} for t in found]
 
     def close_titles(self, entry: str, n: int = 3) -> list[str]:
-        """Suggestions for an unknown entry (the API's 422 detail)."""
-        return [match["title"] for match in self.search(entry, limit=n)]
+        """Suggestions for an unknown entry (the API's 422 detail, the same as the CLI's)."""
+        return close_titles(self.catalog, entry, n)
