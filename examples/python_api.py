@@ -1,6 +1,6 @@
 """The Python API in one screen. Run after `make demo`:
 
-    .venv/bin/python examples/python_api.py demo/data/ml100k demo/runs/cft
+.venv/bin/python examples/python_api.py demo/data/ml100k demo/runs/cft
 """
 
 import sys

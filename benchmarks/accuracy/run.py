@@ -28,17 +28,33 @@ from cftrec.experiment import ExperimentSettings, run_experiment, summary_table 
 SCALES = {
     # About an hour on this 2-core CPU: LoRA on the bundled model, every test user, 10 beams.
     "cpu-small": ExperimentSettings(
-        max_train_samples=512, epochs=1, batch_size=8, eval_limit=None, beams=10,
+        max_train_samples=512,
+        epochs=1,
+        batch_size=8,
+        eval_limit=None,
+        beams=10,
         diagnose_limit=100,
     ),
     # One H100/H200 in about 9 minutes: every train sample, one epoch, every test user.
     "gpu": ExperimentSettings(
-        max_train_samples=None, epochs=1, batch_size=64, learning_rate=5e-4, eval_limit=None,
-        beams=10, eval_batch_size=64, dtype="bfloat16", diagnose_limit=200,
+        max_train_samples=None,
+        epochs=1,
+        batch_size=64,
+        learning_rate=5e-4,
+        eval_limit=None,
+        beams=10,
+        eval_batch_size=64,
+        dtype="bfloat16",
+        diagnose_limit=200,
     ),
     # A dry run of the whole suite in a few minutes (use a tiny --model).
     "tiny": ExperimentSettings(
-        max_train_samples=16, epochs=1, batch_size=4, eval_limit=12, beams=4, sasrec_epochs=2,
+        max_train_samples=16,
+        epochs=1,
+        batch_size=4,
+        eval_limit=12,
+        beams=4,
+        sasrec_epochs=2,
         diagnose_limit=8,
     ),
 }
@@ -58,8 +74,9 @@ def machine_description() -> str:
 
 
 def git_commit() -> str:
-    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    )
     return result.stdout.strip() or "unknown"
 
 
@@ -100,8 +117,12 @@ def main() -> None:
     parser.add_argument("--results-dir", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--model", default=None, help="override the model (hub id, path)")
     parser.add_argument("--data", default=None, help="a prepared dataset instead of ML-100k")
-    parser.add_argument("--base-scale", default="cpu-small", choices=list(SCALES),
-                        help="budget used by each sweep point")
+    parser.add_argument(
+        "--base-scale",
+        default="cpu-small",
+        choices=list(SCALES),
+        help="budget used by each sweep point",
+    )
     parser.add_argument("--alphas", type=float, nargs="+", default=[0.05, 0.1, 0.2])
     parser.add_argument("--betas", type=float, nargs="+", default=[0.25, 0.5, 0.9])
     parser.add_argument("--force", action="store_true", help="redo steps whose outputs exist")

@@ -52,8 +52,17 @@ def recbole_wheel() -> Path:
     if path.exists():
         return path
     wheels.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", RECBOLE_WHEEL,
-               "-d", str(wheels)]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--no-deps",
+        RECBOLE_WHEEL,
+        "-d",
+        str(wheels),
+    ]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0 or not path.exists():
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]

@@ -398,8 +398,10 @@ def baseline_pop(
     info = train_popularity(data, out, max_history)
     if not as_json:
         top = ", ".join(info["top_titles"][:3])
-        print(f"popularity over {info['titles']} titles from {info['train_interactions']} "
-              f"train interactions; top: {top}")
+        print(
+            f"popularity over {info['titles']} titles from {info['train_interactions']} "
+            f"train interactions; top: {top}"
+        )
     _print_run_summary(info, out, as_json)
 
 
@@ -439,19 +441,29 @@ def baseline_sasrec(
     from .baselines.sasrec import SASRecConfig, train_sasrec
 
     config = SASRecConfig(
-        hidden_size=hidden_size, num_blocks=blocks, num_heads=heads, dropout=dropout,
-        max_length=max_length, loss=loss, epochs=epochs, batch_size=batch_size,
-        learning_rate=lr, weight_decay=weight_decay, patience=patience,
-        max_eval_samples=max_eval_samples or None, seed=seed,
+        hidden_size=hidden_size,
+        num_blocks=blocks,
+        num_heads=heads,
+        dropout=dropout,
+        max_length=max_length,
+        loss=loss,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=lr,
+        weight_decay=weight_decay,
+        patience=patience,
+        max_eval_samples=max_eval_samples or None,
+        seed=seed,
     )
     info = train_sasrec(data, out, config, device, max_history, log=print)
     if not as_json:
         valid = info["best_valid"]
         scores = ", ".join(f"{k} {v:.4f}" for k, v in valid.items()) or "no validation cases"
-        print(f"SASRec: {info['epochs_run']} epochs in {info['train_seconds']:.1f}s, best epoch "
-              f"{info['best_epoch']} (valid {scores})")
+        print(
+            f"SASRec: {info['epochs_run']} epochs in {info['train_seconds']:.1f}s, best epoch "
+            f"{info['best_epoch']} (valid {scores})"
+        )
     _print_run_summary(info, out, as_json)
-
 
 
 # ---------------------------------------------------------------- recommend / serve / diagnose / demo

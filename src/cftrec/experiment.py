@@ -58,8 +58,13 @@ def _cftrec() -> list[str]:
     return [sys.executable, "-m", "cftrec"]
 
 
-def run_step(title: str, args: list[str], output: Path | None = None, force: bool = False,
-             launcher: tuple[str, ...] = ()) -> float:
+def run_step(
+    title: str,
+    args: list[str],
+    output: Path | None = None,
+    force: bool = False,
+    launcher: tuple[str, ...] = (),
+) -> float:
     """Print and run one `cftrec` command; skip it when `output` (the file that marks the step
     complete: a run's run.json, an evaluation's results.json) already exists."""
     shown = "cftrec " + " ".join(shlex.quote(a) for a in args)
@@ -89,11 +94,16 @@ def run_experiment(settings: ExperimentSettings, out_dir: str | Path) -> dict:
         data = out / "data" / "ml100k"
         timings["fetch"] = run_step(
             "Fetch MovieLens-100k (from the recbole wheel on PyPI)",
-            ["data", "fetch", "movielens-100k", "-o", str(raw)], raw, force)
+            ["data", "fetch", "movielens-100k", "-o", str(raw)],
+            raw,
+            force,
+        )
         timings["prepare"] = run_step(
             "Prepare: titles, leave-one-out split, samples with up to 10 history items",
             ["data", "prepare", "recbole", str(raw), "-o", str(data), "--split", "loo"],
-            data, force)
+            data,
+            force,
+        )
     elif settings.data_source.startswith("prepared:"):
         data = Path(settings.data_source.removeprefix("prepared:"))
     else:
@@ -106,21 +116,54 @@ def run_experiment(settings: ExperimentSettings, out_dir: str | Path) -> dict:
         run = runs / method
         if method == "pop":
             timings["train pop"] = run_step(
-                "Popularity baseline", ["baseline", "pop", "--data", str(data), "-o", str(run)],
-                run / "run.json", force)
+                "Popularity baseline",
+                ["baseline", "pop", "--data", str(data), "-o", str(run)],
+                run / "run.json",
+                force,
+            )
         elif method == "sasrec":
             timings["train sasrec"] = run_step(
                 "SASRec baseline (full-softmax cross-entropy, early stopping on valid NDCG@10)",
-                ["baseline", "sasrec", "--data", str(data), "-o", str(run),
-                 "--epochs", str(settings.sasrec_epochs), "--seed", str(settings.seed)],
-                run / "run.json", force)
+                [
+                    "baseline",
+                    "sasrec",
+                    "--data",
+                    str(data),
+                    "-o",
+                    str(run),
+                    "--epochs",
+                    str(settings.sasrec_epochs),
+                    "--seed",
+                    str(settings.seed),
+                ],
+                run / "run.json",
+                force,
+            )
         else:
             train_args = [
-                "train", "--data", str(data), "--model", settings.model, "--method", method,
-                "--alpha", str(settings.alpha), "--beta", str(settings.beta),
-                "--epochs", str(settings.epochs), "--batch-size", str(settings.batch_size),
-                "--learning-rate", str(settings.learning_rate), "--seed", str(settings.seed),
-                "--dtype", settings.dtype, "-o", str(run),
+                "train",
+                "--data",
+                str(data),
+                "--model",
+                settings.model,
+                "--method",
+                method,
+                "--alpha",
+                str(settings.alpha),
+                "--beta",
+                str(settings.beta),
+                "--epochs",
+                str(settings.epochs),
+                "--batch-size",
+                str(settings.batch_size),
+                "--learning-rate",
+                str(settings.learning_rate),
+                "--seed",
+                str(settings.seed),
+                "--dtype",
+                settings.dtype,
+                "-o",
+                str(run),
             ]
             if settings.lora:
                 train_args.append("--lora")
@@ -128,17 +171,41 @@ def run_experiment(settings: ExperimentSettings, out_dir: str | Path) -> dict:
                 train_args += ["--max-train-samples", str(settings.max_train_samples)]
             train_args += ["--max-eval-samples", str(settings.max_eval_samples)]
             train_args += list(settings.extra_train_args)
-            label = "BIGRec baseline (sft)" if method == "sft" else "Counterfactual fine-tuning (cft)"
+            label = (
+                "BIGRec baseline (sft)" if method == "sft" else "Counterfactual fine-tuning (cft)"
+            )
             timings[f"train {method}"] = run_step(
-                f"Train {label} on {settings.model}", train_args, run / "run.json", force,
-                settings.launcher)
-        eval_args = ["evaluate", "--run", str(run), "--data", str(data), "--split", "test",
-                     "--decoding", settings.decoding, "--beams", str(settings.beams), *limit,
-                     "--batch-size", str(settings.eval_batch_size),
-                     "-o", str(results / method)]
+                f"Train {label} on {settings.model}",
+                train_args,
+                run / "run.json",
+                force,
+                settings.launcher,
+            )
+        eval_args = [
+            "evaluate",
+            "--run",
+            str(run),
+            "--data",
+            str(data),
+            "--split",
+            "test",
+            "--decoding",
+            settings.decoding,
+            "--beams",
+            str(settings.beams),
+            *limit,
+            "--batch-size",
+            str(settings.eval_batch_size),
+            "-o",
+            str(results / method),
+        ]
         timings[f"evaluate {method}"] = run_step(
             f"Evaluate {method} on the test cases (full ranking over distinct titles)",
-            eval_args, results / method / "results.json", force, settings.launcher)
+            eval_args,
+            results / method / "results.json",
+            force,
+            settings.launcher,
+        )
 
     comparisons = {}
     reference = "sft" if "sft" in settings.methods else settings.methods[0]
@@ -146,9 +213,12 @@ def run_experiment(settings: ExperimentSettings, out_dir: str | Path) -> dict:
         if method == reference:
             continue
         target = results / f"compare-{reference}-vs-{method}.json"
-        run_step(f"Paired significance: {method} vs {reference}",
-                 ["compare", str(results / reference), str(results / method), "-o", str(target)],
-                 target, force)
+        run_step(
+            f"Paired significance: {method} vs {reference}",
+            ["compare", str(results / reference), str(results / method), "-o", str(target)],
+            target,
+            force,
+        )
         comparisons[method] = read_json(target)
 
     summary = {
@@ -171,8 +241,14 @@ def summary_table(summary: dict) -> str:
     """Markdown: one row per method with its metrics, and each metric's difference to the
     reference (sft) with the paired 95% interval and p-value."""
     reference = summary["reference"]
-    header = ["method", "cases", *METRIC_COLUMNS, "coverage@10", "mean pop@10",
-              f"ndcg@10 vs {reference} (95% CI, p)"]
+    header = [
+        "method",
+        "cases",
+        *METRIC_COLUMNS,
+        "coverage@10",
+        "mean pop@10",
+        f"ndcg@10 vs {reference} (95% CI, p)",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method, results in summary["metrics"].items():
         metrics = results["metrics"]
@@ -185,7 +261,9 @@ def summary_table(summary: dict) -> str:
         else:
             row = comparison["metrics"]["ndcg@10"]
             low, high = row["ci95"]
-            cells.append(f"{row['diff']:+.4f} [{low:+.4f}, {high:+.4f}], p={_format_p(row['p_value'])}")
+            cells.append(
+                f"{row['diff']:+.4f} [{low:+.4f}, {high:+.4f}], p={_format_p(row['p_value'])}"
+            )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -198,23 +276,50 @@ def run_demo(settings: ExperimentSettings, out_dir: str | Path) -> dict:
     llm_runs = [m for m in ("cft", "sft") if m in settings.methods]
     data = summary["data"]
     if llm_runs:
-        diagnose_args = ["diagnose", "--run", str(out / "runs" / llm_runs[0]), "--data", data,
-                         "--limit", str(settings.diagnose_limit or 50),
-                         "--beams", str(settings.beams), "-o", str(out / "diagnose")]
+        diagnose_args = [
+            "diagnose",
+            "--run",
+            str(out / "runs" / llm_runs[0]),
+            "--data",
+            data,
+            "--limit",
+            str(settings.diagnose_limit or 50),
+            "--beams",
+            str(settings.beams),
+            "-o",
+            str(out / "diagnose"),
+        ]
         if len(llm_runs) == 2:
             diagnose_args[3:3] = ["--compare-run", str(out / "runs" / llm_runs[1])]
-        run_step("Diagnose: how much does the output depend on the history?", diagnose_args,
-                 out / "diagnose" / "diagnose.json", settings.force)
-        run_step("Recommend for one history",
-                 ["recommend", "--run", str(out / "runs" / llm_runs[0]), "-k", "5",
-                  "--history", *settings.sample_history])
+        run_step(
+            "Diagnose: how much does the output depend on the history?",
+            diagnose_args,
+            out / "diagnose" / "diagnose.json",
+            settings.force,
+        )
+        run_step(
+            "Recommend for one history",
+            [
+                "recommend",
+                "--run",
+                str(out / "runs" / llm_runs[0]),
+                "-k",
+                "5",
+                "--history",
+                *settings.sample_history,
+            ],
+        )
     table = summary_table(summary)
     (out / "summary.md").write_text(table + "\n", encoding="utf-8")
-    print(f"\n==> Results on {summary['metrics'][settings.methods[0]]['num_cases']} test cases "
-          f"(full ranking over distinct titles; paired permutation p-values)\n")
+    print(
+        f"\n==> Results on {summary['metrics'][settings.methods[0]]['num_cases']} test cases "
+        f"(full ranking over distinct titles; paired permutation p-values)\n"
+    )
     print(table)
     print(f"\nplots: {out}/results/*/popularity.png, {out}/diagnose/")
     if llm_runs:
         print(f"serve it: cftrec serve --run {out / 'runs' / llm_runs[0]} --port 8000")
-    print(f"demo finished in {(time.perf_counter() - start) / 60:.1f} min; summary: {out}/summary.json")
+    print(
+        f"demo finished in {(time.perf_counter() - start) / 60:.1f} min; summary: {out}/summary.json"
+    )
     return summary

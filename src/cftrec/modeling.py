@@ -60,7 +60,7 @@ def bundled_model_dir(name: str) -> Path:
 def resolve_model_path(spec: str) -> str:
     """`bundled:NAME` -> its cached folder; anything else (hub id or path) unchanged."""
     if spec.startswith(BUNDLED_PREFIX):
-        return str(bundled_model_dir(spec[len(BUNDLED_PREFIX):]))
+        return str(bundled_model_dir(spec[len(BUNDLED_PREFIX) :]))
     return spec
 
 

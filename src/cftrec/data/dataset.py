@@ -94,9 +94,7 @@ def write_dataset(out_dir: str | Path, items, interactions, meta: dict[str, Any]
     from .. import __version__
 
     items = items.reset_index(drop=True).astype({"item_id": str, "title": str})
-    interactions = interactions[["user_id", "item_id", "timestamp", "split"]].reset_index(
-        drop=True
-    )
+    interactions = interactions[["user_id", "item_id", "timestamp", "split"]].reset_index(drop=True)
     interactions = interactions.astype(
         {"user_id": str, "item_id": str, "timestamp": "int64", "split": str}
     )
@@ -149,7 +147,9 @@ class Dataset:
     def user_sequences(self) -> dict[str, tuple[list[str], list[int], list[str]]]:
         """user -> (item ids, timestamps, splits), chronological."""
         sequences: dict[str, tuple[list[str], list[int], list[str]]] = {}
-        columns = (self.interactions[c].tolist() for c in ("user_id", "item_id", "timestamp", "split"))
+        columns = (
+            self.interactions[c].tolist() for c in ("user_id", "item_id", "timestamp", "split")
+        )
         for user, item, timestamp, split in zip(*columns, strict=True):
             entry = sequences.get(user)
             if entry is None:
