@@ -142,14 +142,19 @@ def main() -> None:
         record(args.scale, summary, Path(args.results_dir))
         return
 
-    # The sweep runs sft once, then cft for every (alpha, beta), in sequence.
+    # The sweep runs sft once (the first point trains it; the others find it complete), then
+    # cft for every (alpha, beta), in sequence, all in one working folder.
     rows = []
     for alpha in args.alphas:
         for beta in args.betas:
-            point = replace(settings, alpha=alpha, beta=beta, methods=("sft", "cft"))
-            summary = run_experiment(point, out / f"alpha{alpha}-beta{beta}")
-            rows.append({"alpha": alpha, "beta": beta, **summary["metrics"]["cft"]["metrics"]})
+            name = f"cft-a{alpha}-b{beta}"
+            point = replace(
+                settings, alpha=alpha, beta=beta, methods=("sft", "cft"), cft_run_name=name
+            )
+            summary = run_experiment(point, out)
+            rows.append({"alpha": alpha, "beta": beta, **summary["metrics"][name]["metrics"]})
     sweep = {"settings": settings.__dict__ | {"methods": ["sft", "cft"]}, "points": rows}
+    Path(args.results_dir).mkdir(parents=True, exist_ok=True)
     (Path(args.results_dir) / "accuracy-sweep.json").write_text(json.dumps(sweep, indent=2))
     header = "| alpha | beta | ndcg@10 | hr@10 |\n|---|---|---|---|"
     body = "\n".join(

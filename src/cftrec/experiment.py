@@ -45,6 +45,7 @@ class ExperimentSettings:
     eval_batch_size: int = 8  # test cases decoded together
     decoding: str = "beam"
     sasrec_epochs: int = 30
+    cft_run_name: str = "cft"  # folder/row name of the cft run (a sweep names each point)
     seed: int = 42
     dtype: str = "float32"
     extra_train_args: tuple[str, ...] = ()
@@ -112,8 +113,9 @@ def run_experiment(settings: ExperimentSettings, out_dir: str | Path) -> dict:
 
     runs, results = out / "runs", out / "results"
     limit = ["--limit", str(settings.eval_limit)] if settings.eval_limit else []
-    for method in settings.methods:
-        run = runs / method
+    names = {m: settings.cft_run_name if m == "cft" else m for m in settings.methods}
+    for method, name in names.items():
+        run = runs / name
         if method == "pop":
             timings["train pop"] = run_step(
                 "Popularity baseline",
@@ -174,7 +176,7 @@ def run_experiment(settings: ExperimentSettings, out_dir: str | Path) -> dict:
             label = (
                 "BIGRec baseline (sft)" if method == "sft" else "Counterfactual fine-tuning (cft)"
             )
-            timings[f"train {method}"] = run_step(
+            timings[f"train {name}"] = run_step(
                 f"Train {label} on {settings.model}",
                 train_args,
                 run / "run.json",
@@ -197,35 +199,35 @@ def run_experiment(settings: ExperimentSettings, out_dir: str | Path) -> dict:
             "--batch-size",
             str(settings.eval_batch_size),
             "-o",
-            str(results / method),
+            str(results / name),
         ]
-        timings[f"evaluate {method}"] = run_step(
-            f"Evaluate {method} on the test cases (full ranking over distinct titles)",
+        timings[f"evaluate {name}"] = run_step(
+            f"Evaluate {name} on the test cases (full ranking over distinct titles)",
             eval_args,
-            results / method / "results.json",
+            results / name / "results.json",
             force,
             settings.launcher,
         )
 
     comparisons = {}
-    reference = "sft" if "sft" in settings.methods else settings.methods[0]
-    for method in settings.methods:
-        if method == reference:
+    reference = "sft" if "sft" in names else names[settings.methods[0]]
+    for name in names.values():
+        if name == reference:
             continue
-        target = results / f"compare-{reference}-vs-{method}.json"
+        target = results / f"compare-{reference}-vs-{name}.json"
         run_step(
-            f"Paired significance: {method} vs {reference}",
-            ["compare", str(results / reference), str(results / method), "-o", str(target)],
+            f"Paired significance: {name} vs {reference}",
+            ["compare", str(results / reference), str(results / name), "-o", str(target)],
             target,
             force,
         )
-        comparisons[method] = read_json(target)
+        comparisons[name] = read_json(target)
 
     summary = {
         "settings": asdict(settings),
         "data": str(data),
         "reference": reference,
-        "metrics": {m: read_json(results / m / "results.json") for m in settings.methods},
+        "metrics": {n: read_json(results / n / "results.json") for n in names.values()},
         "comparisons": comparisons,
         "timings_s": timings,
     }
