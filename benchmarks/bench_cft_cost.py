@@ -8,8 +8,12 @@ Methods, interleaved round by round so that machine noise hits all of them alike
   cft-shared       shared prefix run once per batch, its KV cache reused (cftrec's default)
 Each step = forward + backward + optimizer step on the same batches (MovieLens-100k train samples
 with 10 history items). Reported: median seconds per step, ratio to sft, tokens/s (tokens the
-model processes, padding excluded) and memory: on CPU the bytes of activations saved for
-backward (unique storages), on CUDA the peak allocated memory.
+model processes, padding excluded), memory (on CPU the bytes of activations saved for backward,
+unique storages; on CUDA the peak allocated memory) and, on a GPU with a known bf16 peak, the
+model FLOPs utilisation: achieved FLOP/s over the card's dense bf16 peak, with the usual count
+of (6 N + 12 L d T) FLOPs per processed token for full fine-tuning (N parameters, L layers, width
+d, mean sequence length T; Chowdhery et al. 2022, PaLM, appendix B) and 4 N + 12 L d T with LoRA
+(no weight gradients for the frozen matrices).
 
     .venv/bin/python benchmarks/bench_cft_cost.py                      # CPU, SmolLM2-135M, LoRA
     .venv/bin/python benchmarks/bench_cft_cost.py --device cuda --batch-size 32 --dtype bfloat16
@@ -78,6 +82,22 @@ class SavedActivations:
         return sum(self.storages.values()) / 2**20
 
 
+# Dense bf16 peak TFLOP/s (no sparsity), by a substring of torch.cuda.get_device_name().
+BF16_PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100", 989.0), ("H200", 989.0), ("A100", 312.0))
+
+
+def bf16_peak_tflops(device_name: str) -> float | None:
+    return next((peak for key, peak in BF16_PEAK_TFLOPS if key in device_name), None)
+
+
+def flops_per_token(model, mean_tokens: float, full: bool) -> float:
+    """Training FLOPs per processed token: (6 or 4) N + 12 L d T (see the module docstring)."""
+    config = model.config
+    parameters = sum(p.numel() for p in model.parameters())
+    attention = 12 * config.num_hidden_layers * config.hidden_size * mean_tokens
+    return (6 if full else 4) * parameters + attention
+
+
 def train_step(model, optimizer, batch, args, measure_memory: bool) -> tuple[float, float]:
     """One optimizer step; returns (seconds, memory in MiB or nan)."""
     device_is_cuda = batch["input_ids"].is_cuda
@@ -113,6 +133,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (shared machine)")
     parser.add_argument("--out", default="benchmarks/results/training_cft_cost.json")
+    parser.add_argument("--peak-tflops", type=float, help="bf16 peak of the card (MFU)")
     options = parser.parse_args()
     torch.set_num_threads(options.threads)
     torch.manual_seed(0)
@@ -158,26 +179,37 @@ def main() -> None:
         print(f"round {round_index + 1}/{batches_needed} done", flush=True)
 
     sft = statistics.median(results["sft"]["seconds"])
+    peak = options.peak_tflops
+    if peak is None and options.device.startswith("cuda"):
+        peak = bf16_peak_tflops(torch.cuda.get_device_name())
+    per_token = flops_per_token(model, prompt_tokens, options.full)
     table = []
     for name, result in results.items():
         median = statistics.median(result["seconds"])
+        tokens_per_second = result["tokens"] / sum(result["seconds"])
         table.append(
             {
                 "method": name,
                 "seconds_per_step": round(median, 4),
                 "ratio_to_sft": round(median / sft, 3),
-                "tokens_per_second": round(result["tokens"] / sum(result["seconds"])),
+                "tokens_per_second": round(tokens_per_second),
+                "achieved_tflops": round(tokens_per_second * per_token / 1e12, 3),
+                "mfu": round(tokens_per_second * per_token / (peak * 1e12), 4) if peak else None,
                 "memory_mib": round(max(result["memory_mib"]), 1) if result["memory_mib"] else None,
             }
         )
     memory_kind = (
         "peak CUDA allocated" if options.device.startswith("cuda") else "saved activations"
     )
-    print(f"\n| method | s/step | x sft | tokens/s | {memory_kind} MiB |\n|---|---|---|---|---|")
+    print(
+        f"\n| method | s/step | x sft | tokens/s | TFLOP/s | MFU | {memory_kind} MiB |\n"
+        "|---|---|---|---|---|---|---|"
+    )
     for row in table:
         print(
             f"| {row['method']} | {row['seconds_per_step']:.3f} | {row['ratio_to_sft']:.2f} | "
-            f"{row['tokens_per_second']} | {row['memory_mib']} |"
+            f"{row['tokens_per_second']} | {row['achieved_tflops']} | {row['mfu']} | "
+            f"{row['memory_mib']} |"
         )
     floor = 1 + response_tokens / prompt_tokens
     print(f"floor 1 + response/factual tokens = {floor:.3f}")
@@ -198,6 +230,8 @@ def main() -> None:
         "counterfactual_tokens": round(counterfactual_tokens, 1),
         "response_tokens": round(response_tokens, 1),
         "floor_ratio": round(floor, 3),
+        "flops_per_token": round(per_token),
+        "bf16_peak_tflops": peak,
         "memory": memory_kind,
         "results": table,
     }
