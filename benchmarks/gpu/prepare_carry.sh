@@ -23,16 +23,33 @@ cp .stash/gpu1/gguf.sha256 .stash/gpu2/gguf.sha256
 split -b 50M "$gguf" .stash/gguf.part-
 mv .stash/gguf.part-aa .stash/gpu1/ && mv .stash/gguf.part-ab .stash/gpu2/
 
+# The dataset, and pop and SASRec trained and evaluated here on the CPU on the same users as the
+# GPU rows (the report compares them): .stash/$DATASET, .stash/$DATASET-{pop,sasrec},
+# .stash/baselines-$DATASET/{pop,sasrec}. Toys' SASRec run also travels as D3's assistant.
+cftrec=("$PYTHON" -m cftrec)
+data=".stash/$DATASET"
 case "$DATASET" in
   ml100k)
-    raw=$("$PYTHON" -c "from cftrec.assets import movielens_100k_cache as c; print(c())")
-    "$PYTHON" -m cftrec data prepare recbole "$raw" -o .stash/gpu1/ml100k --split loo ;;
+    sample=()
+    sasrec_options=(--epochs 30)
+    if [ ! -d "$data" ]; then
+      raw=$("$PYTHON" -c "from cftrec.assets import movielens_100k_cache as c; print(c())")
+      "${cftrec[@]}" data prepare recbole "$raw" -o "$data" --split loo
+    fi ;;
   toys)
-    # The SASRec run is trained here on the CPU first (about 30 min):
-    #   cftrec baseline sasrec --data .stash/toys -o .stash/toys-sasrec --dropout 0.3 --patience 3
-    cp -r .stash/toys .stash/gpu1/toys
-    cp -r .stash/toys-sasrec .stash/gpu2/assistant ;;
+    sample=(--sample 2000 --sample-seed 0)
+    sasrec_options=(--dropout 0.3 --patience 3)  # as in benchmarks/results/baselines.md
+    [ -d "$data" ] || "${cftrec[@]}" data prepare sequences ../shared/data/amazon-toys -o "$data" --split loo ;;
   *) echo "DATASET must be ml100k or toys" >&2; exit 2 ;;
 esac
+[ -d "$data-pop" ] || "${cftrec[@]}" baseline pop --data "$data" -o "$data-pop"
+[ -d "$data-sasrec" ] || OMP_NUM_THREADS=1 "${cftrec[@]}" baseline sasrec --data "$data" \
+  -o "$data-sasrec" --device cpu "${sasrec_options[@]}"
+for baseline in pop sasrec; do
+  [ -f ".stash/baselines-$DATASET/$baseline/results.json" ] || "${cftrec[@]}" evaluate \
+    --run "$data-$baseline" --data "$data" "${sample[@]}" -o ".stash/baselines-$DATASET/$baseline"
+done
+cp -r "$data" ".stash/gpu1/$DATASET"
+[ "$DATASET" = toys ] && cp -r "$data-sasrec" .stash/gpu2/assistant
 "$PYTHON" -m pip download --quiet --no-deps --only-binary=:all: -d .whl gguf
 du -sh .stash/gpu1 .stash/gpu2 .whl
