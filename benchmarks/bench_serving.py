@@ -1,11 +1,14 @@
 """Load test of `cftrec serve` on loopback: concurrent clients against the bundled model.
 
     .venv/bin/python benchmarks/bench_serving.py [--clients 50] [--duration 30] [--rounds 1]
+    .venv/bin/python benchmarks/bench_serving.py --clients 20 --duration 60 \
+        --configs micro-batched --out benchmarks/results/serving-llm
 
-Builds an LLM run over MovieLens-100k with bundled:smollm2-135m (a LoRA adapter with B = 0,
-i.e. the untrained base model: the cost of serving does not depend on training), then, per
-round, serves it twice in a fresh `cftrec serve` process each: micro-batched (`--max-batch`)
-and one at a time (max batch 1), in alternating order. `--clients` asyncio clients post
+Builds an LLM run over MovieLens-100k with `cftrec train` on bundled:smollm2-135m (LoRA,
+`--train-steps` steps: barely trained, as the cost of serving does not depend on training),
+then, per round, serves it in a fresh `cftrec serve` process per configuration
+(`--configs`): micro-batched (`--max-batch`) and one at a time (max batch 1), in alternating
+order. `--clients` asyncio clients post
 test-split histories to 127.0.0.1 for `--duration` seconds; requests still unanswered when
 the window closes are abandoned and counted as unfinished (not as errors). Reports
 p50/p95/p99 latency, requests/s, errors, and the batching gain. On a loaded 2-core CPU one
@@ -37,43 +40,23 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def build_run(work: Path) -> tuple[Path, list[list[str]]]:
-    """Prepare MovieLens-100k and write an LLM run with the bundled model; test histories."""
-    import torch
-
+def build_run(work: Path, train_steps: int) -> tuple[Path, list[list[str]]]:
+    """Prepare MovieLens-100k and train an LLM run on the bundled model for a few steps
+    (`cftrec train`, as a user would); test histories."""
     from cftrec.assets import movielens_100k_cache
     from cftrec.data.dataset import Dataset
-    from cftrec.modeling import LoraSettings, add_lora, load_model, load_tokenizer
-    from cftrec.prompts import PromptEncoder
-    from cftrec.training.run_dir import save_llm_run
 
-    data = work / "ml100k"
-    subprocess.run(
-        [sys.executable, "-m", "cftrec", "data", "prepare", "recbole",
-         str(movielens_100k_cache()), "-o", str(data)],
-        check=True, stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    dataset = Dataset.load(data)
-    tokenizer = load_tokenizer("bundled:smollm2-135m")
-    settings = LoraSettings(r=8, alpha=16, dropout=0.0)
-    model = add_lora(load_model("bundled:smollm2-135m"), settings)
-    with torch.no_grad():  # B = 0: exactly the base model
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.zero_()
-    info = {
-        "method": "sft",
-        "base_model": "bundled:smollm2-135m",
-        "dtype": "float32",
-        "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": settings.target_modules},
-        "max_history": 10,
-        "prompt": PromptEncoder(tokenizer).config(),
-    }
-    run = save_llm_run(
-        work / "run", model=model, tokenizer=tokenizer, info=info, dataset=dataset,
-        config={"method": "sft"}, metrics=[],
-    )  # fmt: skip
-    histories = [list(s.history) for s in dataset.samples("test")]
+    data, run = work / "ml100k", work / "run"
+    for command in (
+        ["data", "prepare", "recbole", str(movielens_100k_cache()), "-o", str(data)],
+        ["train", "--data", str(data), "--model", "bundled:smollm2-135m", "--method", "sft",
+         "--lora", "--max-steps", str(train_steps), "--batch-size", "4",
+         "--max-eval-samples", "8", "-o", str(run)],
+    ):  # fmt: skip
+        subprocess.run(
+            [sys.executable, "-m", "cftrec", *command], check=True, stdout=subprocess.DEVNULL
+        )
+    histories = [list(s.history) for s in Dataset.load(data).samples("test")]
     return run, histories
 
 
@@ -156,14 +139,23 @@ def main() -> None:
     parser.add_argument("--beams", type=int, default=10)
     parser.add_argument("-k", type=int, default=10)
     parser.add_argument("--max-batch", type=int, default=16, help="micro-batched config")
+    parser.add_argument(
+        "--configs", default="micro-batched,one-at-a-time", help="comma-separated: which ones"
+    )
+    parser.add_argument("--train-steps", type=int, default=4, help="of the served LLM run")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--out", type=Path, default=RESULTS / "serving")
     args = parser.parse_args()
-    configs = {"micro-batched": args.max_batch, "one-at-a-time": 1}
+    known = {"micro-batched": args.max_batch, "one-at-a-time": 1}
+    names = [name.strip() for name in args.configs.split(",")]
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        parser.error(f"unknown --configs {unknown}; choose from {', '.join(known)}")
+    configs = {name: known[name] for name in names}
 
     with tempfile.TemporaryDirectory(prefix="cftrec-bench-serving-") as tmp:
         print("building the run (MovieLens-100k, bundled:smollm2-135m) ...", flush=True)
-        run, histories = build_run(Path(tmp))
+        run, histories = build_run(Path(tmp), args.train_steps)
         rows = []
         for round_index in range(args.rounds):
             order = list(configs) if round_index % 2 == 0 else list(configs)[::-1]
@@ -192,14 +184,22 @@ def main() -> None:
         picked = [r for r in rows if r["config"] == name]
         return sum(r[key] for r in picked) / len(picked)
 
-    gain = total("micro-batched", "requests_per_s") / max(
-        1e-9, total("one-at-a-time", "requests_per_s")
-    )
+    gain = None
+    if set(configs) == set(known):
+        gain = round(
+            total("micro-batched", "requests_per_s")
+            / max(1e-9, total("one-at-a-time", "requests_per_s")),
+            2,
+        )
     summary = {
         "date": datetime.date.today().isoformat(),
-        "machine": f"{os.cpu_count()}-core CPU, shared ({platform.machine()}), no GPU",
-        "model": "bundled:smollm2-135m (float32), MovieLens-100k catalogue",
+        "machine": f"{os.cpu_count()}-core CPU, shared ({platform.machine()}), no GPU; "
+        f"load average {os.getloadavg()[0]:.1f} when the load started",
+        "model": f"bundled:smollm2-135m (float32, LoRA sft run from `cftrec train`, "
+        f"{args.train_steps} steps), MovieLens-100k catalogue",
         "settings": {
+            "configs": list(configs),
+            "train_steps": args.train_steps,
             "clients": args.clients,
             "duration_s": args.duration,
             "rounds": args.rounds,
@@ -210,11 +210,11 @@ def main() -> None:
             "decoding": "beam",
         },
         "rows": rows,
-        "throughput_gain": round(gain, 2),
+        "throughput_gain": gain,
         "errors": sum(r["errors"] for r in rows),
     }
     write_results(summary, args.out)
-    print(f"micro-batching gain {gain:.2f}x requests/s; errors {summary['errors']}")
+    print(f"micro-batching gain {gain}x requests/s; errors {summary['errors']}")
 
 
 def write_results(summary: dict, out: Path) -> None:
@@ -240,10 +240,14 @@ def write_results(summary: dict, out: Path) -> None:
             f"{r['requests_per_s']:.2f} | {r['p50_s']:.2f} | {r['p95_s']:.2f} | "
             f"{r['p99_s']:.2f} | {r['mean_batch']:.1f} |"
         )
+    lines.append("")
+    if summary["throughput_gain"] is not None:
+        lines.append(
+            f"Micro-batching gain over one-at-a-time: **{summary['throughput_gain']:.2f}x** "
+            "requests/s."
+        )
     lines += [
-        "",
-        f"Micro-batching gain over one-at-a-time: **{summary['throughput_gain']:.2f}x** "
-        f"requests/s; total errors: {summary['errors']}.",
+        f"Total errors: {summary['errors']}.",
         "",
         "The clients form a closed loop, so latency is mostly queueing: about clients / "
         "throughput. Unfinished = requests still queued or decoding when the window closed "
@@ -251,7 +255,9 @@ def write_results(summary: dict, out: Path) -> None:
         "figures are noisy; the ratio comes from one run with the configurations back to back.",
         "",
         "Reproduce: `.venv/bin/python benchmarks/bench_serving.py --clients "
-        f"{s['clients']} --duration {s['duration_s']:g} --rounds {s['rounds']}`.",
+        f"{s['clients']} --duration {s['duration_s']:g} --rounds {s['rounds']} --configs "
+        f"{','.join(s['configs'])} --train-steps {s['train_steps']} "
+        f"--out {os.path.relpath(out, ROOT)}`.",
         "",
     ]
     atomic_write_text(out.with_suffix(".md"), "\n".join(lines))

@@ -49,6 +49,22 @@ def make_llm_run(root: Path, data: Path, tokenizer, seed: int = 0, name: str = "
     )
 
 
+def brute_force_ranking(model, encoder, catalog, history_ids) -> list[tuple[str, float]]:
+    """(title, log-likelihood) of every catalogue title, best first: one unpadded forward pass
+    per title, independent of the decoders."""
+    import torch
+
+    prompt, _ = encoder.factual_ids(catalog.titles_for(history_ids))
+    scores = {}
+    with torch.no_grad():
+        for title in catalog.titles:
+            response = encoder.response_ids(title)
+            ids = torch.tensor([prompt + response])
+            log_probs = model(input_ids=ids).logits[0, len(prompt) - 1 : -1].log_softmax(-1)
+            scores[title] = log_probs.gather(-1, torch.tensor(response)[:, None]).sum().item()
+    return sorted(scores.items(), key=lambda kv: -kv[1])
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -69,14 +69,43 @@ def test_splits_match_definitions(seed):
             expected[-2] = "valid"
         assert labels == expected
     temporal = assign_split(log, "temporal")
+    times = log["timestamp"].tolist()
     samples = [r for rows in per_user.values() for r in rows[1:]]
-    first = [rows[0] for rows in per_user.values()]
-    assert all(temporal[r] == "train" for r in first)
-    ordered = sorted(samples, key=lambda r: (log["timestamp"][r], r))
+    ordered = sorted(samples, key=lambda r: (times[r], r))
     n = len(ordered)
     expected = ["train"] * int(n * 0.8) + ["valid"] * (int(n * 0.9) - int(n * 0.8))
     expected += ["test"] * (n - len(expected))
     assert [temporal[r] for r in ordered] == expected
+    # a user's first interaction (no sample) falls in the period of its time
+    train_end = max(times[r] for r in ordered[: int(n * 0.8)])
+    valid_end = max(times[r] for r in ordered[: int(n * 0.9)])
+    for rows in per_user.values():
+        t = times[rows[0]]
+        period = "train" if t <= train_end else "valid" if t <= valid_end else "test"
+        assert temporal[rows[0]] == period
+    # so the periods are ordered in time, first interactions included
+    rank = {"train": 0, "valid": 1, "test": 2}
+    by_time = sorted(range(len(log)), key=lambda r: times[r])
+    labels = [rank[temporal[r]] for r in by_time]
+    for a, b in zip(by_time, by_time[1:], strict=False):
+        assert times[a] == times[b] or rank[temporal[a]] <= rank[temporal[b]]
+    assert labels  # (non-empty log)
+    for rows in per_user.values():  # and a user's labels never go back
+        assert [rank[temporal[r]] for r in rows] == sorted(rank[temporal[r]] for r in rows)
+
+
+def test_temporal_first_interaction_in_the_test_period_is_test():
+    # 10 samples by time: u1@2..u1@9 train, u1@10 valid, u3@30 test. u2's only interaction
+    # (time 20) is after the valid period: test; u3's first (time 10) is in it: valid.
+    log = pd.DataFrame(
+        {
+            "user_id": ["u1"] * 10 + ["u2", "u3", "u3"],
+            "item_id": [f"i{t}" for t in range(1, 11)] + ["x", "y", "z"],
+            "timestamp": list(range(1, 11)) + [20, 10, 30],
+        }
+    )
+    labels = list(assign_split(chronological(log), "temporal"))
+    assert labels == ["train"] * 9 + ["valid"] + ["test"] + ["valid", "test"]
 
 
 def _write_sequences(folder: Path, seed: int) -> None:
@@ -180,3 +209,31 @@ def test_prepare_is_atomic_on_error(tmp_path):
         prepare("sequences", tmp_path / "raw" / "seq.txt", tmp_path / "ds")
     assert (tmp_path / "ds" / "meta.json").read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "raw"]
+
+
+@pytest.mark.parametrize("name", ["../../x", "../x", "a/b", "..", ".", "a\\b", ""])
+def test_export_name_stays_inside_the_output_folder(tmp_path, capsys, name):
+    from cftrec.cli import main
+
+    _write_sequences(tmp_path / "raw", 4)
+    prepare("sequences", tmp_path / "raw" / "seq.txt", tmp_path / "deep" / "ds")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    capsys.readouterr()
+    args = ["data", "export", str(tmp_path / "deep" / "ds"), "--format", "d3"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "-o", str(tmp_path / "deep" / "out"), "--name", name])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and "--name" in err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_d3_export_skips_a_split_without_samples(tmp_path):
+    # one user, two items: loo gives a test sample and no valid one
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "seq.txt").write_text("1 1 2\n")
+    (tmp_path / "raw" / "items.tsv").write_text("item_id\ttitle\n1\tA\n2\tB\n")
+    prepare("sequences", tmp_path / "raw" / "seq.txt", tmp_path / "ds")
+    files = export(Dataset.load(tmp_path / "ds"), "d3", tmp_path / "d3", name="x")
+    assert sorted(p.name for p in files) == ["info_x.txt", "test_x.csv"]
+    prepare("d3", tmp_path / "d3", tmp_path / "back")
+    assert Dataset.load(tmp_path / "back").samples("test")[0].target == "2"

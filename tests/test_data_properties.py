@@ -1,5 +1,6 @@
-"""Readers fed random garbage either parse it or fail with a one-line InputError naming the
-file: never another exception."""
+"""Every source fed random bytes, truncated files or truncated archives: `prepare` either writes
+a dataset that loads or fails with a one-line CftrecError naming the input; never another
+exception, and the input files are byte-identical afterwards."""
 
 from __future__ import annotations
 
@@ -11,30 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cftrec.data.sources import amazon2018, d3, movielens, recbole, sequences
+from cftrec.data.dataset import SPLITS, Dataset
+from cftrec.data.sources import amazon2018
 from cftrec.data.sources._common import ReadOptions
-from cftrec.errors import InputError
-
-VALID = {
-    "sequences": {"seq.txt": "1 1 2\n", "items.tsv": "item_id\ttitle\n1\tA\n2\tB\n"},
-    "movielens": {"u.data": "1\t1\t5\t10\n", "u.item": "1|A (1990)|x\n"},
-    "recbole": {
-        "x.inter": "user_id:token\titem_id:token\ttimestamp:float\n1\t1\t5\n",
-        "x.item": "item_id:token\ttitle:token_seq\n1\tA\n",
-    },
-    "d3": {"test.csv": 'user_id,history_item_id,item_id\nu,"[1]",2\n', "info.txt": "A\t1\nB\t2\n"},
-    "amazon2018": {
-        "r.json": '{"reviewerID": "u", "asin": "a", "unixReviewTime": 5}\n',
-        "meta_r.json": '{"asin": "a", "title": "A"}\n',
-    },
-}
-READERS = {
-    "sequences": (sequences, "seq.txt"),
-    "movielens": (movielens, "."),
-    "recbole": (recbole, "."),
-    "d3": (d3, "."),
-    "amazon2018": (amazon2018, "r.json"),
-}
+from cftrec.errors import CftrecError, InputError
+from test_data_readers import SOURCES, file_cases, prepare_fixture, write_fixture
 
 # Text that looks like the formats: separators, quotes, brackets, digits, braces, bad bytes.
 ALPHABET = st.sampled_from(list("0123456789abc \t\n,|:\"'[]{}()<>&;.-e") + ["::", "\\", "é"])
@@ -42,35 +24,53 @@ garbage_text = st.lists(ALPHABET, max_size=80).map("".join)
 garbage_bytes = st.one_of(garbage_text.map(str.encode), st.binary(max_size=60))
 
 
-def _check(source: str, file_name: str, content: bytes, compress: bool) -> None:
-    module, input_name = READERS[source]
+@st.composite
+def damaged(draw, valid: bytes) -> bytes:
+    """Random bytes, the valid content cut anywhere, or garbage spliced into it."""
+    kind = draw(st.sampled_from(["garbage", "cut", "splice"]))
+    if kind == "garbage":
+        return draw(garbage_bytes)
+    at = draw(st.integers(0, len(valid)))
+    if kind == "cut":
+        return valid[:at]
+    return valid[:at] + draw(garbage_bytes) + valid[at:]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def check(key: str, name: str, content: bytes, packing: str) -> None:
+    """Write fixture `key` with `name` replaced by `content`; `packing`: plain, gz (every file
+    gzipped) or cut-gz (and the archive of `name` truncated); then prepare it."""
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        for name, text in VALID[source].items():
-            (folder / name).write_text(text, encoding="utf-8")
-        target = folder / file_name
-        target.write_bytes(content)
-        if compress and source == "amazon2018":
-            for name in VALID[source]:
-                data = (folder / name).read_bytes()
-                (folder / name).unlink()
-                (folder / f"{name}.gz").write_bytes(gzip.compress(data))
-            input_name = "r.json.gz"
+        folder = Path(tmp) / "in"
+        input_path = write_fixture(folder, key, gz=packing != "plain")
+        target = folder / (name if packing == "plain" else f"{name}.gz")
+        packed = content if packing == "plain" else gzip.compress(content)
+        target.write_bytes(packed[: len(packed) // 2] if packing == "cut-gz" else packed)
+        before = snapshot(folder)
+        out = Path(tmp) / "out"
         try:
-            module.read(folder / input_name if input_name != "." else folder, ReadOptions())
-        except InputError as error:
-            assert "\n" not in str(error)
-            assert str(folder) in str(error)
+            prepare_fixture(key, input_path, out)
+        except CftrecError as error:
+            message = str(error)
+            assert "\n" not in message and str(folder) in message, message
+            assert not out.exists()
+        else:
+            dataset = Dataset.load(out)
+            for split in SPLITS:
+                for sample in dataset.samples(split):
+                    assert sample.history and sample.target in dataset.catalog
+        assert snapshot(folder) == before
 
 
-@pytest.mark.parametrize(
-    ("source", "file_name"),
-    [(s, f) for s, files in VALID.items() for f in files],
-)
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(content=garbage_bytes, compress=st.booleans())
-def test_garbage_parses_or_input_error(source, file_name, content, compress):
-    _check(source, file_name, content, compress)
+@pytest.mark.parametrize(("key", "name"), file_cases())
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), packing=st.sampled_from(["plain", "gz", "cut-gz"]))
+def test_damaged_input_gives_a_dataset_or_one_line_error(key, name, data, packing):
+    valid = SOURCES[key].files[name].encode()
+    check(key, name, data.draw(damaged(valid)), packing)
 
 
 @settings(max_examples=30, deadline=None)

@@ -62,18 +62,47 @@ def test_amazon_video_games_given(tmp_path, capsys):
     assert stats["items_with_shared_title"] > 800
 
 
-@pytest.mark.parametrize("name", ["CDs", "Industrial_and_Scientific"])
-def test_d3_csvs(tmp_path, capsys, name):
-    source = shared_data("d3-format")
-    cli(["data", "prepare", "d3", str(source), "--name", name, "-o", str(tmp_path / "x")], capsys)
-    dataset = Dataset.load(tmp_path / "x")
+def csv_cases(path) -> list[tuple[tuple[str, ...], str]]:
+    """(history item ids, target item id) of every row of a D3 CSV, read independently."""
+    import ast
+
     import pandas as pd
 
-    rows = pd.read_csv(source / f"test_{name}.csv")
-    test = dataset.samples("test")
-    # every source row whose items all have a usable title is a test sample
-    assert 0.9 * len(rows) < len(test) <= len(rows)
+    rows = pd.read_csv(path)
+    return [
+        (tuple(str(i) for i in ast.literal_eval(history)), str(target))
+        for history, target in zip(rows["history_item_id"], rows["item_id"], strict=True)
+    ]
+
+
+@pytest.mark.parametrize("name", ["CDs", "Industrial_and_Scientific"])
+def test_d3_csvs_keep_the_given_split_exactly(tmp_path, capsys, name):
+    source = shared_data("d3-format")
+    out = cli(
+        ["data", "prepare", "d3", str(source), "--name", name, "-o", str(tmp_path / "x")], capsys
+    )
+    dataset = Dataset.load(tmp_path / "x")
+    for split in ("valid", "test"):
+        # every CSV row is one case, with the CSV's own history and target
+        expected = csv_cases(source / f"{split}_{name}.csv")
+        got = [(s.history, s.target) for s in dataset.samples(split)]
+        assert sorted(got) == sorted(expected)
+    if name == "Industrial_and_Scientific":
+        assert len(dataset.samples("test")) == 4533
+    assert "given samples kept: " in out and "dropped 0 items" in out
+
+
+def test_d3_title_cleaning_is_opt_in_and_reported(tmp_path, capsys):
+    source = shared_data("d3-format")
+    args = ["data", "prepare", "d3", str(source), "--name", "CDs", "--clean-titles"]
+    out = cli([*args, "-o", str(tmp_path / "x")], capsys)
+    dataset = Dataset.load(tmp_path / "x")
     assert not any("<span" in t for t in dataset.catalog.titles)
+    meta = dataset.meta
+    kept, given = meta["counts"]["samples"]["test"], meta["read"]["samples"]["test"]
+    assert given == len(csv_cases(source / "test_CDs.csv")) and 0.9 * given < kept < given
+    assert meta["counts"]["dropped_items_by_reason"]["html_leftovers"] > 0
+    assert f"test {kept:,} of {given:,}" in out
 
 
 def test_movielens_latest_small(tmp_path, capsys):

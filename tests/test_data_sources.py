@@ -138,11 +138,12 @@ def test_d3_rebuilds_sequences(tmp_path):
     header = "user_id,history_item_id,item_id,history_timestamp,timestamp\n"
     write(tmp_path / "d3/valid_X.csv", header + 'u1,"[0, 1]",2,"[1, 2]",3\n')
     write(tmp_path / "d3/test_X.csv", header + 'u1,"[1, 2]",0,"[2, 3]",4\nu2,"[\'2\']",1,"[5]",6\n')
-    meta = prepare("d3", tmp_path / "d3", tmp_path / "out")
+    meta = prepare("d3", tmp_path / "d3", tmp_path / "out", PrepareOptions(clean_titles=True))
     dataset = Dataset.load(tmp_path / "out")
     assert sequences_of(dataset) == {"u1": ["0", "1", "2", "0"], "u2": ["2", "1"]}
     splits = dataset.interactions.groupby("user_id")["split"].apply(list).to_dict()
     assert splits == {"u1": ["train", "train", "valid", "test"], "u2": ["train", "test"]}
+    # item 3 (an HTML leftover) is no one's: cleaning drops it, unused anyway
     assert meta["counts"]["unused_items"] == 0 and meta["counts"]["dropped_items"] == 1
     assert [(s.history, s.target) for s in dataset.samples("test")] == [
         (("0", "1", "2"), "0"),
@@ -217,12 +218,14 @@ def test_amazon_window_extends_back_a_year(tmp_path, capsys):
         "2",
         "--start",
         "1970-01-04",
+        "--min-items",
+        "0",
     ]
     code, err = run_cli(args, capsys)
     assert code == 2 and "2-core" in err
-    options = PrepareOptions(kcore=2, start="1970-01-04", min_items=2)
+    options = PrepareOptions(kcore=2, start="1970-01-04", end="1970-01-09", min_items=2)
     meta = prepare("amazon2018", folder, tmp_path / "out", options)
-    assert meta["window"] == {"start": "1969-01-04", "end": None}
+    assert meta["window"] == {"start": "1969-01-04", "end": "1970-01-09"}
     assert meta["counts"]["items"] == 2 and meta["counts"]["users"] == 2
 
 
@@ -296,3 +299,119 @@ def test_emptied_by_filter_names_it(tmp_path, capsys):
     )
     assert code == 2 and "3-core" in err
     assert not (tmp_path / "o").exists()
+
+
+def _amazon_dated(folder: Path, stamps: dict[str, str]) -> None:
+    """Amazon 2023 files: user u<n> reviews item `name` and item `common` at the given UTC time."""
+    import datetime as dt
+
+    reviews, metas = [], []
+    for n, (item, when) in enumerate(stamps.items()):
+        ms = int(dt.datetime.fromisoformat(when).replace(tzinfo=dt.UTC).timestamp() * 1000)
+        for target in (item, "common"):
+            reviews.append({"user_id": f"u{n}", "parent_asin": target, "timestamp": ms})
+        metas.append({"parent_asin": item, "title": item.title()})
+    metas.append({"parent_asin": "common", "title": "Common"})
+    write(folder / "R.jsonl", "".join(json.dumps(r) + "\n" for r in reviews))
+    write(folder / "meta_R.jsonl", "".join(json.dumps(m) + "\n" for m in metas))
+
+
+WINDOW_STAMPS = {
+    "before": "2017-09-30T23:59:59",
+    "first": "2017-10-01T00:00:00",
+    "lastday": "2018-11-01T23:59:59",  # D3 keeps its end date: the window end is inclusive
+    "after": "2018-11-02T00:00:00",
+}
+
+
+def test_amazon_default_window_is_d3s_with_inclusive_end(tmp_path):
+    _amazon_dated(tmp_path / "raw", WINDOW_STAMPS)
+    options = PrepareOptions(kcore=1, min_items=0)
+    meta = prepare("amazon2023", tmp_path / "raw", tmp_path / "out", options)
+    assert meta["window"] == {"start": "2017-10-01", "end": "2018-11-01"}
+    dataset = Dataset.load(tmp_path / "out")
+    assert set(dataset.catalog.item_ids) == {"first", "lastday", "common"}
+    assert meta["options"]["start"] == "2017-10-01" and meta["options"]["end"] == "2018-11-01"
+
+
+def test_amazon_default_window_extends_back_to_min_items(tmp_path, capsys):
+    # 10,000 items (D3's default) are out of reach: the start moves back a year at a time
+    # until the window holds the first review
+    _amazon_dated(tmp_path / "raw", {"old": "2015-06-01T00:00:00", **WINDOW_STAMPS})
+    code = None
+    try:
+        main(
+            ["data", "prepare", "amazon2023", str(tmp_path / "raw"), "-o", str(tmp_path / "o")]
+            + ["--kcore", "1"]
+        )
+    except SystemExit as error:
+        code = error.code
+    assert code in (None, 0)
+    meta = Dataset.load(tmp_path / "o").meta
+    assert meta["options"]["min_items"] == 10000 and meta["options"]["split"] == "temporal"
+    assert meta["window"] == {"start": "2014-10-01", "end": "2018-11-01"}
+    assert "time window 2014-10-01 .. 2018-11-01" in capsys.readouterr().out
+    # with a reachable --min-items the first year back is enough
+    options = PrepareOptions(kcore=1, min_items=4)
+    meta = prepare("amazon2023", tmp_path / "raw", tmp_path / "out2", options)
+    assert meta["window"]["start"] == "2016-10-01" and meta["counts"]["items"] == 4
+
+
+def test_amazon_no_window(tmp_path, capsys):
+    _amazon_dated(tmp_path / "raw", WINDOW_STAMPS)
+    meta = prepare(
+        "amazon2023", tmp_path / "raw", tmp_path / "out", PrepareOptions(kcore=1, window=False)
+    )
+    assert meta["window"] == {} and meta["options"]["window"] is False
+    assert meta["options"]["start"] is meta["options"]["min_items"] is None
+    assert meta["counts"]["items"] == 5
+    capsys.readouterr()
+    code, err = run_cli(
+        ["data", "prepare", "amazon2023", str(tmp_path / "raw"), "-o", str(tmp_path / "o")]
+        + ["--no-window", "--start", "2017-01-01"],
+        capsys,
+    )
+    assert code == 2 and "--no-window" in err and len(err.strip().splitlines()) == 1
+
+
+def test_d3_keeps_every_row_and_title_by_default(tmp_path, capsys):
+    # item 3's title is an HTML leftover and item 2's has an entity: cleaning would drop item 3
+    # (and with it u2's test row) and unescape item 2; by default both stay as given
+    write(tmp_path / "d3/info_X.txt", "Alpha\t0\nB &amp; C\t1\nGamma\t2\n<span class=x>\t3\n")
+    header = "user_id,history_item_id,item_id\n"
+    write(tmp_path / "d3/valid_X.csv", header + 'u1,"[0, 1]",2\n')
+    write(tmp_path / "d3/test_X.csv", header + 'u1,"[0, 1, 2]",3\nu2,"[3]",1\n')
+    meta = prepare("d3", tmp_path / "d3", tmp_path / "out")
+    dataset = Dataset.load(tmp_path / "out")
+    assert meta["options"]["clean_titles"] is False and meta["counts"]["dropped_items"] == 0
+    assert [(s.history, s.target) for s in dataset.samples("test")] == [
+        (("0", "1", "2"), "3"),
+        (("3",), "1"),
+    ]
+    assert dataset.catalog.title("3") == "<span class=x>"
+    assert dataset.catalog.title("1") == "B &amp; C"
+    assert meta["read"]["samples"] == meta["counts"]["samples"]
+    cleaned = prepare("d3", tmp_path / "d3", tmp_path / "c", PrepareOptions(clean_titles=True))
+    # both test rows involve item 3: cleaning leaves none of them
+    assert cleaned["counts"]["samples"]["test"] == 0 and cleaned["read"]["samples"]["test"] == 2
+    assert Dataset.load(tmp_path / "c").catalog.title("1") == "B & C"
+
+
+@pytest.mark.parametrize(
+    ("info", "message"),
+    [
+        ("Alpha\t0\nBeta\t1\n", "1 item ids of the interactions are missing here (e.g. '2')"),
+        ("Alpha\t0\n \t1\nGamma\t2\n", "1 items have an empty title (e.g. item '1')"),
+    ],
+)
+def test_d3_without_cleaning_refuses_items_without_a_title(tmp_path, capsys, info, message):
+    write(tmp_path / "d3/info.txt", info)
+    write(tmp_path / "d3/test.csv", 'user_id,history_item_id,item_id\nu1,"[0, 1]",2\n')
+    code, err = run_cli(
+        ["data", "prepare", "d3", str(tmp_path / "d3"), "-o", str(tmp_path / "o")], capsys
+    )
+    assert code == 2 and err.count("error:") == 1  # (after the progress line)
+    assert f"error: {tmp_path / 'd3' / 'info.txt'}: {message}; --clean-titles drops" in err
+    args = ["data", "prepare", "d3", str(tmp_path / "d3"), "-o", str(tmp_path / "o")]
+    code, err = run_cli([*args, "--max-title-words", "5"], capsys)
+    assert code == 2 and "--max-title-words is part of title cleaning" in err

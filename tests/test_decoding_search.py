@@ -11,6 +11,7 @@ from cftrec.data.dataset import Catalog
 from cftrec.decoding.recommender import Recommender
 from cftrec.errors import CftrecError
 from conftest import make_tiny_llama
+from training_fixtures import one_thread  # noqa: F401 (autouse fixture)
 
 WORDS = [
     "alpha",
@@ -80,26 +81,6 @@ def direct_log_likelihood(model, prompt: list[int], response: list[int]) -> floa
     return sum(log_probs[p, t].item() for p, t in zip(positions, response, strict=True))
 
 
-def test_exhaustive_scores_equal_direct_forward(recommender, sharp_model):
-    scores = recommender.title_scores(HISTORIES[:2])
-    prompts = recommender.prompts(HISTORIES[:2])
-    for b in range(2):
-        for t in (0, 3, 26, len(recommender.catalog.titles) - 1):
-            expected = direct_log_likelihood(sharp_model, prompts[b], recommender.responses[t])
-            assert scores[b, t].item() == pytest.approx(expected, abs=1e-4)
-
-
-def test_beam_with_enough_beams_is_the_exhaustive_ranking(recommender):
-    n = len(recommender.catalog.titles)
-    exhaustive = recommender.recommend(HISTORIES, k=n, method="exhaustive")
-    beam = recommender.recommend(HISTORIES, k=n, num_beams=n, method="beam")
-    for ex, bm in zip(exhaustive, beam, strict=True):
-        assert len(bm) == n
-        assert [r.title for r in bm] == [r.title for r in ex]
-        for a, b in zip(ex, bm, strict=True):
-            assert b.score == pytest.approx(a.score, abs=1e-4)
-
-
 def test_few_beams_give_valid_distinct_titles_with_exact_scores(recommender):
     scores = recommender.title_scores(HISTORIES)
     results = recommender.recommend(HISTORIES, k=3, num_beams=3)
@@ -155,8 +136,9 @@ def test_cold_start_uses_the_counterfactual_prompt(recommender, sharp_model):
 
 
 def test_unknown_history_item_is_one_clear_error(recommender):
-    with pytest.raises(CftrecError, match="did you mean"):
-        recommender.recommend([["The alpha stroy (1990)"]])
+    # the Python API takes item ids only (titles are resolved by the CLI and HTTP layers)
+    with pytest.raises(CftrecError, match="unknown item id 'The alpha story \\(1990\\)'"):
+        recommender.recommend([["The alpha story (1990)"]])
     with pytest.raises(CftrecError, match="unknown decoding method"):
         recommender.recommend([["i1"]], method="sampling")
 
@@ -241,11 +223,160 @@ def test_shared_prompt_attention_equals_per_beam_cache(recommender, sharp_model)
     from cftrec.decoding.lm import prefill
 
     prompts = recommender.prompts(HISTORIES)
-    _, cache, _, _ = prefill(sharp_model, prompts, recommender.pad_id)
-    assert shared_prefix.supports(sharp_model, cache)
+    assert shared_prefix.plain_attention(sharp_model)
+    with shared_prefix.attention(sharp_model):
+        _, cache, _, _ = prefill(sharp_model, prompts, recommender.pad_id)
+        assert shared_prefix.supports(sharp_model, cache)
     args = (sharp_model, prompts, recommender.trie, 6, recommender.pad_id)
     shared_titles, shared_scores = constrained_beam_search(*args, share_prompt=True)
     plain_titles, plain_scores = constrained_beam_search(*args, share_prompt=False)
     assert torch.equal(shared_titles, plain_titles)
     assert torch.allclose(shared_scores, plain_scores, atol=1e-4)
     assert sharp_model.config._attn_implementation != shared_prefix.NAME  # restored
+
+
+# ---------------------------------------------------------------- against no-cache references
+# These run on the floor version of transformers too (`make test-floor`): a cache passed under
+# the wrong keyword is silently ignored there, which only a comparison with uncached forward
+# passes shows.
+
+
+def direct_scores(model, prompts, responses) -> list[list[float]]:
+    """[B][T] log P(title | prompt), one full forward pass per (prompt, title), no cache."""
+    return [[direct_log_likelihood(model, p, r) for r in responses] for p in prompts]
+
+
+def assert_full_ranking(recs, expected: list[float], titles: list[str], tolerance=1e-4):
+    """`recs` ranks every title, best first, with the exact scores `expected` [T]."""
+    assert sorted(r.title for r in recs) == sorted(titles)
+    got = [expected[titles.index(r.title)] for r in recs]
+    for r, want in zip(recs, got, strict=True):
+        assert r.score == pytest.approx(want, abs=tolerance)
+    assert all(a >= b - tolerance for a, b in zip(got[:-1], got[1:], strict=True))  # best first
+
+
+def test_every_method_equals_uncached_forward_passes(recommender, sharp_model):
+    from cftrec.decoding.beam import constrained_beam_search
+
+    titles = recommender.catalog.titles
+    n = len(titles)
+    prompts = recommender.prompts(HISTORIES)
+    expected = direct_scores(sharp_model, prompts, recommender.responses)
+    for method in ("exhaustive", "beam"):
+        results = recommender.recommend(HISTORIES, k=n, num_beams=n, method=method)
+        for recs, row in zip(results, expected, strict=True):
+            assert_full_ranking(recs, row, titles)
+    # beam search with the per-beam cache (no shared prompt): same titles, exact scores
+    picked, scores = constrained_beam_search(
+        sharp_model, prompts, recommender.trie, 4, recommender.pad_id, share_prompt=False
+    )
+    for b, row in enumerate(expected):
+        for t, score in zip(picked[b].tolist(), scores[b].tolist(), strict=True):
+            assert score == pytest.approx(row[t], abs=1e-4)
+
+
+def _plain_embedding(model, ids: list[int], pad_id: int) -> torch.Tensor:
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([ids or [pad_id]]), output_hidden_states=True)
+    return out.hidden_states[-1][0, -1].float()
+
+
+def test_grounding_equals_uncached_generation_and_plain_embeddings(recommender, sharp_model):
+    """BIGRec grounding rebuilt from generate(use_cache=False) per prompt alone, unpadded
+    embeddings and a hand-written round-robin merge."""
+    beams, k = 3, 6
+    histories = HISTORIES[:3]
+    decoded = recommender.decode(histories, k=k, num_beams=beams, method="grounding")
+    pad, eos = recommender.pad_id, recommender.eos_id
+    titles = torch.stack(
+        [_plain_embedding(sharp_model, r[:-1], pad) for r in recommender.responses]
+    )
+    for b, prompt in enumerate(recommender.prompts(histories)):
+        with torch.no_grad():
+            out = sharp_model.generate(
+                input_ids=torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt)),
+                num_beams=beams, num_return_sequences=beams, do_sample=False,
+                max_new_tokens=max(len(r) for r in recommender.responses) + 8,
+                length_penalty=0.0, early_stopping=False, pad_token_id=pad,
+                eos_token_id=eos, use_cache=False,
+            )[:, len(prompt) :].tolist()  # fmt: skip
+        generated = [row[: row.index(eos)] if eos in row else row for row in out]
+        texts = [recommender.tokenizer.decode(g, skip_special_tokens=True) for g in generated]
+        assert [text for text, _ in decoded.generations[b]] == texts
+        distances = torch.cdist(
+            torch.stack([_plain_embedding(sharp_model, g, pad) for g in generated]), titles
+        )
+        ranked = [row.argsort(stable=True).tolist() for row in distances]
+        merged = []
+        for rank in range(len(titles)):
+            for row in ranked:
+                if row[rank] not in merged and len(merged) < k:
+                    merged.append(row[rank])
+        expected = [recommender.catalog.titles[t] for t in merged]
+        assert [r.title for r in decoded.recommendations[b]] == expected
+
+
+def test_title_embedding_cache_is_per_model_and_dtype(tmp_path, tokenizer, catalog):
+    """Embeddings cached for one model (or dtype) are never read for another."""
+
+    def cached(model):
+        return Recommender(
+            model, tokenizer, catalog, embedding_cache_dir=tmp_path
+        ).title_embeddings()
+
+    def fresh(model):
+        return Recommender(model, tokenizer, catalog).title_embeddings()
+
+    first, second = make_tiny_llama(tokenizer, seed=1), make_tiny_llama(tokenizer, seed=2)
+    torch.testing.assert_close(cached(first), fresh(first))
+    assert len(list(tmp_path.glob("title_embeddings-*.safetensors"))) == 1
+    torch.testing.assert_close(cached(first), fresh(first))  # read back
+    assert len(list(tmp_path.glob("title_embeddings-*.safetensors"))) == 1
+    torch.testing.assert_close(cached(second), fresh(second))
+    half = make_tiny_llama(tokenizer, seed=1).to(torch.bfloat16)
+    torch.testing.assert_close(cached(half), fresh(half))
+    assert len(list(tmp_path.glob("title_embeddings-*.safetensors"))) == 3
+
+
+def _model_with_extra_attention(tokenizer, kind: str):
+    """Tiny models whose attention has what shared-prefix attention does not apply."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    common = dict(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    full = {"layer_types": ["full_attention"] * 2}
+    extra, implementation = {
+        # attention sinks on full-attention layers (plain DynamicLayer caches)
+        "gpt_oss": ({"head_dim": 8, "num_local_experts": 2, "num_experts_per_tok": 1, **full}, "eager"),
+        # soft-capped attention logits on full-attention layers
+        "gemma2": ({"head_dim": 8, "attn_logit_softcapping": 0.5, "query_pre_attn_scalar": 8, **full}, "eager"),
+        # a sliding window shorter than the prompts
+        "mistral": ({"sliding_window": 3}, "sdpa"),
+    }[kind]  # fmt: skip
+    torch.manual_seed(0)
+    config = AutoConfig.for_model(kind, **common, **extra)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation=implementation).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "sinks" in name:
+                param.normal_(0, 3)  # sinks start at zero; make them matter
+    return model
+
+
+@pytest.mark.parametrize("kind", ["gpt_oss", "gemma2", "mistral"])
+def test_extra_attention_features_take_the_plain_path(tokenizer, kind):
+    from cftrec.decoding import shared_prefix
+
+    model = _model_with_extra_attention(tokenizer, kind)
+    titles = TITLES[:6]
+    recommender = Recommender(model, tokenizer, titles)
+    histories = [[TITLES[1], TITLES[4]], []]
+    expected = direct_scores(model, recommender.prompts(histories), recommender.responses)
+    for method in ("beam", "exhaustive"):
+        results = recommender.recommend(histories, k=6, num_beams=6, method=method)
+        for recs, row in zip(results, expected, strict=True):
+            assert_full_ranking(recs, row, titles)
+    assert not shared_prefix.plain_attention(model)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from cftrec.cli import main
+from cftrec.io import OUTPUT_MARKER
 from conftest import make_tiny_llama
 from training_fixtures import TITLES, write_tiny_dataset
 
@@ -75,7 +76,7 @@ def test_evaluate_llm_beam_and_exhaustive(setup):
     n = len(TITLES)
     out, beam, cases = evaluate(base, data, "llm", "beam", "--beams", str(n), "--batch-size", "3")
     assert {p.name for p in out.iterdir()} == {
-        "results.json", "results.md", "cases.jsonl", "popularity.png"
+        "results.json", "results.md", "cases.jsonl", "popularity.png", OUTPUT_MARKER
     }  # fmt: skip
     assert beam["num_cases"] == len(dataset.samples("test")) == len(cases) == 10
     assert beam["invalid_rate"] == 0.0

@@ -1,10 +1,24 @@
 """The pipeline behind `cftrec demo` and the accuracy suite, end to end at tiny size: every step
 runs the real CLI, a second run of the same configuration gives the same metrics, and a rerun
-into the same folder skips what is complete."""
+into the same folder skips what is complete; with seeds, the report matches the per-seed runs."""
 
 from __future__ import annotations
 
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cftrec.evaluation.significance import paired_permutation_pvalue
 from cftrec.experiment import ExperimentSettings, run_experiment, summary_table
+from training_fixtures import write_tiny_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _settings(model_dir) -> ExperimentSettings:
@@ -34,3 +48,57 @@ def test_pipeline_is_reproducible_and_resumable(tmp_path, tiny_model_dir):
     rerun = run_experiment(_settings(tiny_model_dir), tmp_path / "a")
     assert rerun["timings_s"]["train cft"] == 0.0  # complete steps are skipped
     assert rerun["metrics"]["cft"]["metrics"] == first["metrics"]["cft"]["metrics"]
+
+
+def test_accuracy_suite_with_seeds(tmp_path, tiny_model_dir):
+    """`benchmarks/accuracy/run.py tiny --seeds 1 2`: every method trains and evaluates once per
+    seed; the report's mean, spread and paired differences match the per-seed outputs."""
+    data = write_tiny_dataset(tmp_path / "data")
+    out, reports = tmp_path / "work", tmp_path / "reports"
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "accuracy" / "run.py"), "tiny",
+        "--seeds", "1", "2", "--methods", "sft", "cft", "--model", str(tiny_model_dir),
+        "--data", str(data), "--out", str(out), "--results-dir", str(reports),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((reports / "accuracy-tiny-seeds.json").read_text())
+    assert report["seeds"] == [1, 2]
+    assert "seeds: 1, 2" in (reports / "accuracy-tiny-seeds.md").read_text()
+
+    def seed_output(seed, method, name):
+        folder = out / f"seed-{seed}"
+        if name == "run.json":
+            return json.loads((folder / "runs" / method / name).read_text())
+        results = folder / "results" / method
+        cases = (results / "cases.jsonl").read_text().splitlines()
+        return json.loads((results / "results.json").read_text()), [json.loads(c) for c in cases]
+
+    for seed in (1, 2):
+        assert seed_output(seed, "cft", "run.json")["seed"] == seed
+    runs = {(s, m): seed_output(s, m, "results") for s in (1, 2) for m in ("sft", "cft")}
+    for method in ("sft", "cft"):
+        for name, spread in report["metrics"][method].items():
+            if name == "num_cases":
+                continue
+            values = [runs[(s, method)][0]["metrics"][name] for s in (1, 2)]
+            assert spread["values"] == values
+            assert spread["mean"] == pytest.approx(sum(values) / 2)
+            assert spread["std"] == pytest.approx(statistics.stdev(values))
+    comparison = report["comparisons"]["cft"]
+    for name, pooled in comparison["pooled"]["metrics"].items():
+        diffs = [runs[(s, "cft")][0]["metrics"][name] - runs[(s, "sft")][0]["metrics"][name]
+                 for s in (1, 2)]  # fmt: skip
+        assert [row[name]["diff"] for row in comparison["per_seed"]] == pytest.approx(diffs)
+        assert pooled["diff"] == pytest.approx(sum(diffs) / 2)
+        assert comparison["same_sign"][name] == (len({np.sign(d) for d in diffs}) == 1)
+    # pooled test: each case's hit averaged over the seeds, cases resampled
+    k = 3
+    hits = {m: np.mean([[1.0 if c["rank"] and c["rank"] <= k else 0.0 for c in runs[(s, m)][1]]
+                        for s in (1, 2)], axis=0) for m in ("sft", "cft")}  # fmt: skip
+    pooled = comparison["pooled"]
+    assert pooled["runs"] == {"a": 2, "b": 2}
+    assert pooled["metrics"][f"hr@{k}"]["p_value"] == paired_permutation_pvalue(
+        hits["sft"], hits["cft"], pooled["resamples"], seed=pooled["seed"]
+    )

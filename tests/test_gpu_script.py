@@ -118,11 +118,11 @@ def test_two_calls_and_report_at_tiny_size(tmp_path, tokenizer):
     # A budget that leaves room for a few hundred samples at the measured speed.
     per_sample = sum(sizing["train_s_per_sample"].values()) + 2 * sizing["encode_s_per_sample"]
     evaluation = 2 * sizing["eval_fixed_s"] + 40 * sizing["eval_s_per_case"]
-    budget = 60 + 2 * sizing["train_fixed_s"] + evaluation * 4 + 200 * per_sample
+    budget = 60 + 2 * sizing["train_fixed_s"] + evaluation * 4 + 80 * per_sample
     run(
         "main", "--stash", stash, "--out", out2, "--tiny", "--model", stash / "random-model",
-        "--budget-s", budget, "--spare-s", 0, "--eval-users", 6, "--valid-users", 4,
-        "--guidance-grid", 0.5, 0.9,
+        "--budget-s", budget, "--spare-s", 0, "--eval-users", 6, "--valid-users", 3,
+        "--guidance-grid", 0.8,
     )  # fmt: skip
     plan = json.loads((out2 / "plan.json").read_text())
     assert plan["train_samples"] >= 64

@@ -88,3 +88,33 @@ def test_bad_input_is_one_line_and_exit_2(runs, capsys, argv, message):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert message in err[-1] and "Traceback" not in "\n".join(err)
+
+
+def test_extra_items_are_recommendable_for_this_call_only(runs, capsys, tmp_path):
+    extra = tmp_path / "new.csv"
+    extra.write_text('item_id,title\nn1,The Matrix (1999)\nn2,"Heat, the sequel (2026)"\n')
+    argv = ["recommend", "--run", str(runs["llm"]), "--extra-items", str(extra),
+            "--decoding", "exhaustive", "-k", "10", "--json", "The Matrix (1999)"]  # fmt: skip
+    out = json.loads(_run(argv, capsys))
+    assert out["history"] == [{"item_id": "n1", "title": "The Matrix (1999)"}]
+    titles = {r["title"] for r in out["recommendations"]}
+    assert {"The Matrix (1999)", "Heat, the sequel (2026)"} <= titles and len(titles) == 10
+    assert not (runs["llm"] / "catalog_overlay.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("run", "text", "message"),
+    [
+        ("pop", "item_id,title\nn1,X (2000)\n", "popularity run ranks only the items"),
+        ("llm", "item_id,title\nn1,\n", "new.csv:2: title '' is empty"),
+        ("llm", "item_id,title\n0,Again (2000)\n", "'0' is already in the catalogue"),
+    ],
+)
+def test_bad_extra_items_are_one_line_and_exit_2(runs, capsys, tmp_path, run, text, message):
+    extra = tmp_path / "new.csv"
+    extra.write_text(text)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["recommend", "--run", str(runs[run]), "--extra-items", str(extra), "Heat (1995)"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1] and "Traceback" not in "\n".join(err)

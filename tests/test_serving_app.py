@@ -6,12 +6,17 @@ import concurrent.futures
 
 import httpx
 import pytest
-import torch
 
 from cftrec.data.dataset import Dataset
 from cftrec.serving.app import create_app
 from cftrec.serving.service import RecommendService
-from serving_fixtures import make_dataset, make_llm_run, make_pop_run, running_server
+from serving_fixtures import (
+    brute_force_ranking,
+    make_dataset,
+    make_llm_run,
+    make_pop_run,
+    running_server,
+)
 
 
 @pytest.fixture(scope="module")
@@ -128,19 +133,6 @@ def test_api_key(runs):
         assert httpx.get(f"{url}/health").status_code == 200  # liveness probes need no key
 
 
-def _exhaustive_ranking(model, encoder, catalog, history_ids):
-    """Every title's log-likelihood from one unpadded forward pass per title."""
-    prompt, _ = encoder.factual_ids(catalog.titles_for(history_ids))
-    scores = {}
-    with torch.no_grad():
-        for title in catalog.titles:
-            response = encoder.response_ids(title)
-            ids = torch.tensor([prompt + response])
-            log_probs = model(input_ids=ids).logits[0, len(prompt) - 1 : -1].log_softmax(-1)
-            scores[title] = log_probs.gather(-1, torch.tensor(response)[:, None]).sum().item()
-    return sorted(scores.items(), key=lambda kv: -kv[1])
-
-
 def test_concurrent_requests_are_micro_batched_and_correct(runs):
     from cftrec.training.run_dir import load_llm_run
 
@@ -161,7 +153,7 @@ def test_concurrent_requests_are_micro_batched_and_correct(runs):
     assert batching["largest_batch"] > 1
     run = load_llm_run(runs["llm"])
     for history, response in zip(histories, responses, strict=True):
-        expected = _exhaustive_ranking(run.model, run.encoder, service.catalog, history)[:4]
+        expected = brute_force_ranking(run.model, run.encoder, service.catalog, history)[:4]
         got = response.json()["recommendations"]
         assert [r["title"] for r in got] == [title for title, _ in expected]
         for rec, (_, score) in zip(got, expected, strict=True):

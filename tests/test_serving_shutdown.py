@@ -1,5 +1,5 @@
 """`cftrec serve` as a real process: API key from CFTREC_API_KEY; SIGTERM lets an in-flight
-request finish."""
+request finish, and one cut off by the graceful-shutdown timeout gets 503 and one log line."""
 
 from __future__ import annotations
 
@@ -16,32 +16,39 @@ import pytest
 from serving_fixtures import free_port, make_dataset, make_pop_run
 
 
+def _start(run, port: int, *options: str, api_key: str | None = None) -> subprocess.Popen:
+    """`cftrec serve` in a process, once /health answers."""
+    command = [
+        sys.executable, "-m", "cftrec", "serve", "--run", str(run), "--port", str(port),
+        "--log-level", "warning", *options,
+    ]  # fmt: skip
+    env = {key: value for key, value in os.environ.items() if key != "CFTREC_API_KEY"}
+    if api_key is not None:
+        env["CFTREC_API_KEY"] = api_key
+    server = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        assert server.poll() is None, server.stdout.read()
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.1)
+
+
 @pytest.mark.slow
 def test_sigterm_finishes_in_flight_request(tmp_path):
     run = make_pop_run(tmp_path, make_dataset(tmp_path))
     port = free_port()
-    # A long batching wait keeps the request in flight while SIGTERM arrives.
-    command = [
-        sys.executable, "-m", "cftrec", "serve", "--run", str(run), "--port", str(port),
-        "--max-wait-ms", "1500", "--log-level", "warning",
-    ]  # fmt: skip
-    env = {**os.environ, "CFTREC_API_KEY": "from-env"}  # the key may come from the environment
-    server = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-    )
+    # A long batching wait keeps the request in flight while SIGTERM arrives; the key may come
+    # from the environment.
+    server = _start(run, port, "--max-wait-ms", "1500", api_key="from-env")
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, server.stdout.read()
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.1)
-
         body = {"history": ["Heat (1995)"], "k": 2}
         assert httpx.post(f"{url}/recommend", json=body).status_code == 401
         result = {}
@@ -66,6 +73,42 @@ def test_sigterm_finishes_in_flight_request(tmp_path):
         assert result["seconds"] >= 1.0  # it really was in flight when the signal came
         with pytest.raises(httpx.TransportError):  # and the server is gone afterwards
             httpx.get(f"{url}/health", timeout=1)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+
+
+@pytest.mark.slow
+def test_requests_cut_off_by_the_shutdown_timeout_get_503_and_one_log_line(tmp_path):
+    run = make_pop_run(tmp_path, make_dataset(tmp_path))
+    port = free_port()
+    # The request waits 20 s for its batch to fill; the server gives it 0.5 s after SIGTERM.
+    server = _start(run, port, "--max-wait-ms", "20000", "--graceful-timeout", "0.5")
+    try:
+        result = {}
+
+        def ask():
+            started = time.monotonic()
+            body = {"history": ["Heat (1995)"], "k": 2}
+            result["response"] = httpx.post(
+                f"http://127.0.0.1:{port}/recommend", json=body, timeout=30
+            )
+            result["seconds"] = time.monotonic() - started
+
+        client = threading.Thread(target=ask)
+        client.start()
+        time.sleep(0.5)
+        server.send_signal(signal.SIGTERM)
+        client.join(timeout=30)
+        server.wait(timeout=30)
+        log = server.stdout.read()
+        assert result["response"].status_code == 503
+        assert "shutting down" in result["response"].json()["detail"]
+        assert result["seconds"] < 10
+        assert "Traceback" not in log and "Exception in ASGI application" not in log
+        cut_off = [line for line in log.splitlines() if "graceful-shutdown timeout" in line]
+        assert cut_off == ["POST /recommend cut off by the graceful-shutdown timeout: answered 503"]
     finally:
         if server.poll() is None:
             server.kill()

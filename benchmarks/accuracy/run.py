@@ -4,9 +4,14 @@
     python benchmarks/accuracy/run.py gpu --out $OUT       # one GPU, about 9 minutes (see gpu.sh)
     python benchmarks/accuracy/run.py tiny --model PATH    # dry run of the whole suite in minutes
     python benchmarks/accuracy/run.py sweep --alphas 0.05 0.1 0.2 --betas 0.25 0.5
+    python benchmarks/accuracy/run.py cpu-small --seeds 1 2 3   # every method once per seed
 
 Each run writes benchmarks/results/accuracy-<scale>.json and .md (machine, date, commit, data,
-every setting, the metrics of every method, and cft vs sft paired significance).
+every setting, the metrics of every method, and cft vs sft paired significance). With --seeds
+it writes accuracy-<scale>-seeds.json and .md instead: the seeds (under "seeds"), per method
+and metric the mean, standard deviation, min, max and per-seed values, and per method the
+paired difference to sft per seed and pooled over the seeds (each test case averaged over the
+seeds, then the paired bootstrap and sign-flip test over cases; see cftrec compare).
 """
 
 from __future__ import annotations
@@ -23,7 +28,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
-from cftrec.experiment import ExperimentSettings, run_experiment, summary_table  # noqa: E402
+from cftrec.experiment import (  # noqa: E402
+    ExperimentSettings,
+    run_experiment,
+    run_seeds,
+    seeds_table,
+    summary_table,
+)
 
 SCALES = {
     # About an hour on this 2-core CPU: LoRA on the bundled model, every test user, 10 beams.
@@ -80,7 +91,7 @@ def git_commit() -> str:
     return result.stdout.strip() or "unknown"
 
 
-def record(name: str, summary: dict, results_dir: Path) -> None:
+def record(name: str, summary: dict, results_dir: Path, table: str) -> None:
     header = {
         "scale": name,
         "machine": machine_description(),
@@ -97,13 +108,20 @@ def record(name: str, summary: dict, results_dir: Path) -> None:
         f"- date: {header['date']}, commit {header['commit']}",
         f"- data: {summary['data']}",
         f"- settings: `{json.dumps(summary['settings'])}`",
+        *([f"- seeds: {', '.join(map(str, summary['seeds']))}"] if "seeds" in summary else []),
         "- wall time (s): "
         + ", ".join(f"{step} {seconds:.0f}" for step, seconds in summary["timings_s"].items()),
         "",
-        "Full ranking over the distinct titles; LLM runs list `beams` titles. p: paired sign-flip "
-        "permutation test over the same cases; interval: paired bootstrap 95%.",
+        "Full ranking over the distinct titles; LLM runs list `beams` titles (metrics at K above "
+        "that are not reported). p: paired sign-flip permutation test over the same cases; "
+        "interval: paired bootstrap 95%"
+        + (
+            "; pooled: each case averaged over the seeds, then the same test over cases."
+            if "seeds" in summary
+            else "."
+        ),
         "",
-        summary_table(summary),
+        table,
         "",
     ]
     (results_dir / f"accuracy-{name}.md").write_text("\n".join(lines))
@@ -126,7 +144,16 @@ def main() -> None:
     parser.add_argument("--alphas", type=float, nargs="+", default=[0.05, 0.1, 0.2])
     parser.add_argument("--betas", type=float, nargs="+", default=[0.25, 0.5, 0.9])
     parser.add_argument("--force", action="store_true", help="redo steps whose outputs exist")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=None, help="train and evaluate once per seed"
+    )
+    parser.add_argument(
+        "--methods", nargs="+", default=None, choices=["pop", "sasrec", "sft", "cft"],
+        help="methods to run (default: all four)",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.seeds and args.scale == "sweep":
+        parser.error("--seeds works with a scale, not with the sweep")
 
     base = SCALES[args.base_scale if args.scale == "sweep" else args.scale]
     overrides = {"force": args.force}
@@ -134,12 +161,18 @@ def main() -> None:
         overrides["model"] = args.model
     if args.data:
         overrides["data_source"] = f"prepared:{args.data}"
+    if args.methods:
+        overrides["methods"] = tuple(args.methods)
     settings = replace(base, **overrides)
     out = Path(args.out or ROOT / "runs-accuracy" / args.scale)
 
+    if args.seeds:
+        summary = run_seeds(settings, out, args.seeds)
+        record(f"{args.scale}-seeds", summary, Path(args.results_dir), seeds_table(summary))
+        return
     if args.scale != "sweep":
         summary = run_experiment(settings, out)
-        record(args.scale, summary, Path(args.results_dir))
+        record(args.scale, summary, Path(args.results_dir), summary_table(summary))
         return
 
     # The sweep runs sft once (the first point trains it; the others find it complete), then
@@ -158,7 +191,10 @@ def main() -> None:
     (Path(args.results_dir) / "accuracy-sweep.json").write_text(json.dumps(sweep, indent=2))
     header = "| alpha | beta | ndcg@10 | hr@10 |\n|---|---|---|---|"
     body = "\n".join(
-        f"| {r['alpha']} | {r['beta']} | {r['ndcg@10']:.4f} | {r['hr@10']:.4f} |" for r in rows
+        f"| {r['alpha']} | {r['beta']} | "
+        + " | ".join(f"{r[m]:.4f}" if m in r else "n/a" for m in ("ndcg@10", "hr@10"))
+        + " |"
+        for r in rows
     )
     print(header + "\n" + body)
 

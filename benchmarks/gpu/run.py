@@ -353,6 +353,12 @@ def join_gguf(stash: Path) -> Path:
     return target
 
 
+def selection_score(results: dict) -> float:
+    """NDCG@10, or at the largest cutoff the lists decide when they hold fewer than 10 titles."""
+    cutoffs = [int(key.split("@")[1]) for key in results["metrics"] if key.startswith("ndcg@")]
+    return results["metrics"][f"ndcg@{max(k for k in cutoffs if k <= 10)}"]
+
+
 def evaluate_side_by_side(rows: dict, data, scale, split, cases, stash, out) -> dict[str, dict]:
     """rows: name -> (run, guidance scale or None). Every row on the same seeded cases."""
     commands, outputs = {}, {}
@@ -418,9 +424,7 @@ def main_call(args, scale: Scale) -> None:
         grid = {f"valid-{m}-g{g}": (runs[m], g) for m in METHODS for g in args.guidance_grid}
         valid = evaluate_side_by_side(grid, data, scale, "valid", args.valid_users, stash, out)
         for method in METHODS:
-            scores = {
-                g: valid[f"valid-{method}-g{g}"]["metrics"]["ndcg@10"] for g in args.guidance_grid
-            }
+            scores = {g: selection_score(valid[f"valid-{method}-g{g}"]) for g in args.guidance_grid}
             chosen = max(scores, key=scores.get)
             rows[f"{method}-guided"] = (runs[method], chosen)
             progress.done(f"guidance {method}", valid_ndcg10=scores, chosen=chosen)
@@ -464,7 +468,7 @@ def report(args) -> None:
         results, cases = read_results(folder)
         rows[Path(folder).name] = (results, cases)
     llm = [name for name in rows if name.split("-")[0] in METHODS]
-    best = max(llm, key=lambda name: rows[name][0]["metrics"]["ndcg@10"])
+    best = max(llm, key=lambda name: selection_score(rows[name][0]))
     comparisons = {
         path.stem.removeprefix("compare-"): json.loads(path.read_text())
         for path in sorted(out.glob("compare-*.json"))

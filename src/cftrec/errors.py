@@ -18,3 +18,10 @@ class InputError(CftrecError):
         self.problem = problem
         where = f"{self.path}:{line}" if line is not None else self.path
         super().__init__(f"{where}: {problem}")
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (its type when it has none): what a one-line
+    error shows of a library's exception."""
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]

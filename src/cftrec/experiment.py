@@ -14,14 +14,14 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .errors import CftrecError
-from .io import read_json, write_json
+from .io import check_output, mark_output, read_json, write_json
 
-# The metrics the CFT/D3 papers report; beam search lists only `beams` titles, so @20/@50 are
-# left to the per-run reports.
+# The metrics the CFT/D3 papers report (10-beam lists decide K <= 10 only; "n/a" where the
+# lists are shorter than K).
 METRIC_COLUMNS = ("ndcg@5", "ndcg@10", "hr@5", "hr@10")
 
 
@@ -36,7 +36,7 @@ class ExperimentSettings:
     beta: float = 0.25
     lora: bool = True
     max_train_samples: int | None = 256
-    max_eval_samples: int = 128  # validation samples for the validation loss / early stopping
+    max_eval_samples: int | None = None  # validation samples (None: cftrec train's default)
     epochs: float = 1.0
     batch_size: int = 8
     learning_rate: float = 1e-3
@@ -53,10 +53,23 @@ class ExperimentSettings:
     sample_history: tuple[str, ...] = ("Toy Story (1995)", "Heat (1995)", "Fargo (1996)")
     force: bool = False
     launcher: tuple[str, ...] = field(default_factory=tuple)  # e.g. ("accelerate", "launch")
+    threads: int | None = None  # --threads of every step that runs a model (None: its default)
 
 
 def _cftrec() -> list[str]:
     return [sys.executable, "-m", "cftrec"]
+
+
+def _model_flags(settings: ExperimentSettings) -> list[str]:
+    """What every step that runs a model is given besides its own options."""
+    return ["--threads", str(settings.threads)] if settings.threads else []
+
+
+def working_folder(out: Path) -> Path:
+    """The experiment's folder: new, empty or an earlier experiment's (never a folder that
+    cftrec did not write); marked as the demo's, as `cftrec demo` writes it."""
+    check_output(out, "demo")
+    return mark_output(out, "demo")
 
 
 def run_step(
@@ -83,13 +96,9 @@ def run_step(
     return elapsed
 
 
-def run_experiment(settings: ExperimentSettings, out_dir: str | Path) -> dict:
-    """Run the pipeline into `out_dir`; return (and write to out_dir/summary.json) the table."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+def prepare_data(settings: ExperimentSettings, out: Path, timings: dict[str, float]) -> Path:
+    """The prepared dataset of `settings.data_source` (fetched and prepared under `out`)."""
     force = settings.force
-    timings: dict[str, float] = {}
-
     if settings.data_source == "movielens-100k":
         raw = out / "raw" / "ml-100k"
         data = out / "data" / "ml100k"
@@ -109,6 +118,15 @@ def run_experiment(settings: ExperimentSettings, out_dir: str | Path) -> dict:
         data = Path(settings.data_source.removeprefix("prepared:"))
     else:
         raise CftrecError(f"unknown data source {settings.data_source!r}")
+    return data
+
+
+def run_experiment(settings: ExperimentSettings, out_dir: str | Path) -> dict:
+    """Run the pipeline into `out_dir`; return (and write to out_dir/summary.json) the table."""
+    out = working_folder(Path(out_dir))
+    force = settings.force
+    timings: dict[str, float] = {}
+    data = prepare_data(settings, out, timings)
     run_step("Dataset statistics", ["data", "stats", str(data)])
 
     runs, results = out / "runs", out / "results"
@@ -137,6 +155,7 @@ def run_experiment(settings: ExperimentSettings, out_dir: str | Path) -> dict:
                     str(settings.sasrec_epochs),
                     "--seed",
                     str(settings.seed),
+                    *_model_flags(settings),
                 ],
                 run / "run.json",
                 force,
@@ -171,8 +190,9 @@ def run_experiment(settings: ExperimentSettings, out_dir: str | Path) -> dict:
                 train_args.append("--lora")
             if settings.max_train_samples:
                 train_args += ["--max-train-samples", str(settings.max_train_samples)]
-            train_args += ["--max-eval-samples", str(settings.max_eval_samples)]
-            train_args += list(settings.extra_train_args)
+            if settings.max_eval_samples is not None:
+                train_args += ["--max-eval-samples", str(settings.max_eval_samples)]
+            train_args += [*settings.extra_train_args, *_model_flags(settings)]
             label = (
                 "BIGRec baseline (sft)" if method == "sft" else "Counterfactual fine-tuning (cft)"
             )
@@ -198,6 +218,7 @@ def run_experiment(settings: ExperimentSettings, out_dir: str | Path) -> dict:
             *limit,
             "--batch-size",
             str(settings.eval_batch_size),
+            *_model_flags(settings),
             "-o",
             str(results / name),
         ]
@@ -217,7 +238,8 @@ def run_experiment(settings: ExperimentSettings, out_dir: str | Path) -> dict:
         target = results / f"compare-{reference}-vs-{name}.json"
         run_step(
             f"Paired significance: {name} vs {reference}",
-            ["compare", str(results / reference), str(results / name), "-o", str(target)],
+            ["compare", str(results / reference), str(results / name), "-o", str(target)]
+            + (["--overwrite"] if force else []),  # the file this experiment wrote before
             target,
             force,
         )
@@ -255,18 +277,139 @@ def summary_table(summary: dict) -> str:
     for method, results in summary["metrics"].items():
         metrics = results["metrics"]
         cells = [method, str(results["num_cases"])]
-        cells += [f"{metrics[name]:.4f}" for name in METRIC_COLUMNS]
+        cells += [f"{metrics[name]:.4f}" if name in metrics else "n/a" for name in METRIC_COLUMNS]
         cells += [f"{results['coverage@10']:.3f}", f"{results['mean_popularity@10']:.0f}"]
         comparison = summary["comparisons"].get(method)
         if comparison is None:
             cells.append("reference")
         else:
-            row = comparison["metrics"]["ndcg@10"]
-            low, high = row["ci95"]
-            cells.append(
-                f"{row['diff']:+.4f} [{low:+.4f}, {high:+.4f}], p={_format_p(row['p_value'])}"
-            )
+            cells.append(_difference(comparison["metrics"].get("ndcg@10")))
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _difference(row: dict | None) -> str:
+    """B - A [95% CI], p; "n/a" for a metric that was not compared (lists too short)."""
+    if row is None:
+        return "n/a"
+    low, high = row["ci95"]
+    return f"{row['diff']:+.4f} [{low:+.4f}, {high:+.4f}], p={_format_p(row['p_value'])}"
+
+
+def run_seeds(settings: ExperimentSettings, out_dir: str | Path, seeds: list[int]) -> dict:
+    """The experiment once per seed (every method trains and evaluates with that seed, in
+    out_dir/seed-N, on the same data and test cases), then per method and metric the mean and
+    spread over the seeds, and per method the paired difference to the reference (sft) per
+    seed and pooled over the seeds (`cftrec compare` with one run per seed on each side: each
+    case averaged over the seeds, cases resampled)."""
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise CftrecError(f"--seeds needs distinct seeds, got {seeds}")
+    out = working_folder(Path(out_dir))
+    timings: dict[str, float] = {}
+    data = prepare_data(settings, out, timings)
+    per_seed = [
+        run_experiment(
+            replace(settings, seed=seed, data_source=f"prepared:{data}"), out / f"seed-{seed}"
+        )
+        for seed in seeds
+    ]
+    for seed, summary in zip(seeds, per_seed, strict=True):
+        timings |= {f"seed {seed} {step}": s for step, s in summary["timings_s"].items()}
+    reference = per_seed[0]["reference"]
+    names = list(per_seed[0]["metrics"])
+    metrics = {}
+    for name in names:
+        runs = [summary["metrics"][name] for summary in per_seed]
+        shared = set.intersection(*(set(r["metrics"]) for r in runs))
+        metrics[name] = {
+            "num_cases": runs[0]["num_cases"],
+            **{m: spread([r["metrics"][m] for r in runs]) for m in runs[0]["metrics"] if m in shared},
+        }  # fmt: skip
+    comparisons = {}
+    for name in names:
+        if name == reference:
+            continue
+        target = out / f"compare-{reference}-vs-{name}-pooled.json"
+        sides = [
+            arg
+            for side, method in (("-a", reference), ("-b", name))
+            for seed in seeds
+            for arg in (side, str(out / f"seed-{seed}" / "results" / method))
+        ]
+        run_step(
+            f"Paired significance pooled over seeds {seeds}: {name} vs {reference}",
+            ["compare", *sides, "-o", str(target)] + (["--overwrite"] if settings.force else []),
+            target,
+            settings.force,
+        )
+        pooled = read_json(target)
+        rows = [summary["comparisons"][name]["metrics"] for summary in per_seed]
+        comparisons[name] = {
+            "per_seed": [
+                {m: {k: row[k] for k in ("diff", "ci95", "p_value")} for m, row in seed_rows.items()}
+                for seed_rows in rows
+            ],
+            "pooled": pooled,
+            "same_sign": {
+                m: len({_sign(seed_rows[m]["diff"]) for seed_rows in rows}) == 1
+                for m in pooled["metrics"]
+            },
+        }  # fmt: skip
+    summary = {
+        "settings": {k: v for k, v in asdict(settings).items() if k != "seed"},
+        "seeds": list(seeds),
+        "data": str(data),
+        "reference": reference,
+        "metrics": metrics,
+        "comparisons": comparisons,
+        "timings_s": timings,
+    }
+    write_json(out / "summary-seeds.json", summary)
+    return summary
+
+
+def spread(values: list[float]) -> dict:
+    """Mean, sample standard deviation (None for one value), min, max and the values."""
+    import statistics
+
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else None,
+        "min": min(values),
+        "max": max(values),
+        "values": values,
+    }
+
+
+def _sign(value: float) -> int:
+    return (value > 0) - (value < 0)
+
+
+def seeds_table(summary: dict) -> str:
+    """Markdown: per method the mean +- standard deviation of each metric over the seeds; per
+    method compared with the reference the ndcg@10 and hr@10 differences, per seed and pooled."""
+    seeds, reference = summary["seeds"], summary["reference"]
+    header = ["method", "cases", *(f"{m} (mean ± sd)" for m in METRIC_COLUMNS)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method, metrics in summary["metrics"].items():
+        cells = [method, str(metrics["num_cases"])]
+        for name in METRIC_COLUMNS:
+            value = metrics.get(name)
+            std = "" if value is None or value["std"] is None else f" ± {value['std']:.4f}"
+            cells.append("n/a" if value is None else f"{value['mean']:.4f}{std}")
+        lines.append("| " + " | ".join(cells) + " |")
+    header = ["B - A", "metric", *(f"seed {s}" for s in seeds), "pooled", "same sign"]
+    lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method, comparison in summary["comparisons"].items():
+        for name in ("ndcg@10", "hr@10"):
+            row = comparison["pooled"]["metrics"].get(name)
+            per_seed = [f"{rows[name]['diff']:+.4f}" if row else "n/a"
+                        for rows in comparison["per_seed"]]  # fmt: skip
+            pooled = _difference(row)
+            same = "n/a" if row is None else "yes" if comparison["same_sign"][name] else "no"
+            lines.append(
+                "| " + " | ".join([f"{method} - {reference}", name, *per_seed, pooled, same]) + " |"
+            )
     return "\n".join(lines)
 
 
@@ -288,6 +431,7 @@ def run_demo(settings: ExperimentSettings, out_dir: str | Path) -> dict:
             str(settings.diagnose_limit or 50),
             "--beams",
             str(settings.beams),
+            *_model_flags(settings),
             "-o",
             str(out / "diagnose"),
         ]
@@ -307,6 +451,7 @@ def run_demo(settings: ExperimentSettings, out_dir: str | Path) -> dict:
                 str(out / "runs" / llm_runs[0]),
                 "-k",
                 "5",
+                *_model_flags(settings),
                 "--history",
                 *settings.sample_history,
             ],

@@ -1,4 +1,17 @@
-"""Atomic writes: an interrupted command never leaves a half-written file or directory."""
+"""Files and output folders: what a command may write, and writing it atomically.
+
+The output policy, in one place. A command that writes a folder (`-o OUT`) builds it in a hidden
+temporary folder next to OUT and renames it over OUT at the end, so OUT is either complete or
+untouched. It never deletes what cftrec did not write:
+
+- OUT may not be, contain or lie inside one of the command's inputs, nor contain the current
+  folder; a regular file or a symbolic link is not an output folder;
+- an existing non-empty OUT is replaced only when its marker file (`.cftrec-output`, written into
+  every output folder) says that the same command wrote it; `--overwrite` also lets a command
+  replace another cftrec command's output; a folder without the marker is never replaced;
+- temporary folders carry the marker too (with the writer's host and pid): they are removed when
+  the command fails or is interrupted, and a later run sweeps those left by a killed process.
+"""
 
 from __future__ import annotations
 
@@ -6,29 +19,157 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from .errors import CftrecError
+
+OUTPUT_MARKER = ".cftrec-output"
+TMP_SUFFIX = ".tmp"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once, at import (single-threaded): files made by mkstemp/mkdtemp are private, the
+# files and folders a command writes get the usual permissions instead.
+UMASK = _umask()
+
+
+def output_command(folder: str | Path) -> str | None:
+    """The command named by a folder's marker file (None: no readable marker)."""
+    try:
+        marker = json.loads((Path(folder) / OUTPUT_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    command = marker.get("command") if isinstance(marker, dict) else None
+    return command if isinstance(command, str) else None
+
+
+def _contains(outer: Path, inner: Path) -> bool:
+    return outer == inner or outer in inner.parents
+
+
+def check_output(
+    target: str | Path,
+    command: str,
+    inputs: Iterable[str | Path | None] = (),
+    overwrite: bool = False,
+) -> Path:
+    """Refuse (CftrecError, nothing touched) an output folder that `command` may not write or
+    replace; see the module docstring. Call it before any work, with every input path.
+    Returns the folder's resolved path (`a/../b` and linked parents resolved)."""
+    target = Path(target)
+    if target.is_symlink():
+        raise CftrecError(f"{target}: is a symbolic link; name the folder itself")
+    where = target.resolve()
+    if _contains(where, Path.cwd().resolve()):
+        raise CftrecError(
+            f"{target}: is (or contains) the current folder; name a new folder for the output"
+        )
+    for given in inputs:
+        if given is None:
+            continue
+        source = Path(given).resolve()
+        if _contains(where, source) or _contains(source, where):
+            relation = (
+                "is" if where == source else "contains" if _contains(where, source) else "lies in"
+            )
+            raise CftrecError(
+                f"{target}: the output folder {relation} the input {given}; choose another folder"
+            )
+    if not where.exists():
+        return where
+    if not where.is_dir():
+        raise CftrecError(f"{target}: exists and is not a folder; name a folder for the output")
+    if not any(where.iterdir()):
+        return where
+    previous = output_command(where)
+    if previous is None:
+        raise CftrecError(
+            f"{target}: folder is not empty and was not written by cftrec; "
+            "choose a new or empty folder (nothing was changed)"
+        )
+    if previous != command and not overwrite:
+        raise CftrecError(
+            f"{target}: holds the output of `cftrec {previous}`, not `cftrec {command}`; "
+            "pass --overwrite to replace it, or choose another folder"
+        )
+    return where
+
+
+def _write_marker(folder: Path, command: str) -> None:
+    writer = {"command": command, "host": socket.gethostname(), "pid": os.getpid()}
+    (folder / OUTPUT_MARKER).write_text(json.dumps(writer) + "\n", encoding="utf-8")
+
+
+def mark_output(target: str | Path, command: str) -> Path:
+    """Create the output folder (if needed) and mark it as `command`'s, for commands that write
+    into OUT while they work (train's resumable checkpoints). Check it first."""
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    _write_marker(target, command)
+    return target
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def sweep_stale_temporaries(target: str | Path) -> list[Path]:
+    """Remove the temporary folders of `target` left by killed cftrec processes on this host:
+    only hidden `.NAME.*.tmp` folders that carry the marker of a process that is gone."""
+    target = Path(target)
+    removed = []
+    host = socket.gethostname()
+    for folder in target.parent.glob(f".{target.name}.*{TMP_SUFFIX}"):
+        try:
+            writer = json.loads((folder / OUTPUT_MARKER).read_text(encoding="utf-8"))
+            pid = int(writer["pid"]) if writer["host"] == host else None
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not recognisably ours: leave it
+        if pid is not None and pid != os.getpid() and not _alive(pid):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
 
 @contextlib.contextmanager
-def atomic_directory(target: str | Path, overwrite: bool = True) -> Iterator[Path]:
-    """Yield a temporary directory next to `target`; on success it replaces `target`.
-
-    On any exception the temporary directory is removed and `target` is left untouched.
-    """
-    target = Path(target)
+def atomic_directory(
+    target: str | Path,
+    command: str,
+    inputs: Iterable[str | Path | None] = (),
+    overwrite: bool = False,
+) -> Iterator[Path]:
+    """Yield a temporary folder next to `target` (marked as `command`'s); on success it replaces
+    `target`. The output policy (`check_output`) is applied on entry and again just before the
+    replacement. On any exception or interruption the temporary folder is removed and `target`
+    is left untouched."""
+    inputs = tuple(inputs)
+    target = check_output(target, command, inputs, overwrite)  # resolved: renames stay valid
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a dataset or run is meant to be shared
+    sweep_stale_temporaries(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=TMP_SUFFIX, dir=target.parent))
     try:
+        os.chmod(tmp, 0o777 & ~UMASK)  # mkdtemp makes it private; outputs are meant to be shared
+        _write_marker(tmp, command)
         yield tmp
+        check_output(target, command, inputs, overwrite)
         if target.exists():
-            if not overwrite:
-                raise FileExistsError(f"{target} already exists")
-            backup = target.with_name(f".{target.name}.old")
-            shutil.rmtree(backup, ignore_errors=True)
+            # the old output moves aside under a name the sweep recognises, then goes
+            backup = tmp.with_name(tmp.name.removesuffix(TMP_SUFFIX) + ".old" + TMP_SUFFIX)
             os.replace(target, backup)
             os.replace(tmp, target)
             shutil.rmtree(backup, ignore_errors=True)
@@ -39,14 +180,32 @@ def atomic_directory(target: str | Path, overwrite: bool = True) -> Iterator[Pat
         raise
 
 
+def check_output_file(
+    target: str | Path, inputs: Iterable[str | Path | None] = (), overwrite: bool = False
+) -> Path:
+    """The policy for a command that writes one file (`compare -o FILE`): not inside an input,
+    not a folder, and an existing file only with `overwrite`."""
+    target = Path(target)
+    where = Path(os.path.abspath(target)).resolve()
+    for given in inputs:
+        if given is not None and _contains(Path(given).resolve(), where):
+            raise CftrecError(f"{target}: lies in the input {given}; choose another file")
+    if target.is_dir():
+        raise CftrecError(f"{target}: is a folder; name a file for the output")
+    if target.exists() and not overwrite:
+        raise CftrecError(f"{target}: exists; pass --overwrite to replace it")
+    return target
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file and a rename."""
+    """Write `text` to `path` through a temporary file and a rename (usual permissions)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        os.chmod(tmp, 0o666 & ~UMASK)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -58,6 +217,39 @@ def write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
 
 
-def read_json(path: str | Path) -> Any:
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+def read_json(path: str | Path, expect: type = object) -> Any:
+    """Parse a JSON file; bad JSON, an unreadable file or a top-level value that is not an
+    `expect` (e.g. dict) is a CftrecError naming the file."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            value = json.load(handle)
+    except FileNotFoundError:
+        raise CftrecError(f"{path}: missing") from None
+    except UnicodeDecodeError:
+        raise CftrecError(f"{path}: not UTF-8 text (corrupt JSON file)") from None
+    except json.JSONDecodeError as error:
+        raise CftrecError(f"{path}:{error.lineno}: bad JSON ({error.msg})") from None
+    if not isinstance(value, expect):
+        kind = "an object" if expect is dict else "a list" if expect is list else expect.__name__
+        raise CftrecError(f"{path}: expected {kind} of JSON, found {type(value).__name__}")
+    return value
+
+
+def read_parquet(path: str | Path, columns: Iterable[str] = ()):
+    """Read a Parquet file into a DataFrame; a missing, truncated or foreign file, or one
+    without the expected columns, is a CftrecError naming the file."""
+    import pandas as pd
+    import pyarrow as pa
+
+    path = Path(path)
+    if not path.is_file():
+        raise CftrecError(f"{path}: missing")
+    try:
+        frame = pd.read_parquet(path)
+    except (pa.ArrowException, OSError, ValueError) as error:
+        problem = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise CftrecError(f"{path}: not a readable Parquet file ({problem})") from None
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise CftrecError(f"{path}: missing column(s) {', '.join(missing)}")
+    return frame

@@ -13,11 +13,12 @@ import torch
 
 from ..data.dataset import Catalog, Dataset
 from ..errors import CftrecError
-from ..io import atomic_directory, read_json, write_json
+from ..io import atomic_directory, check_output, read_json, write_json
 from ..recommendation import Recommendation
-from ..runs import load_run_catalog, read_run_info, write_run_info
+from ..run_info import load_run_catalog, read_run_info, write_run_info
 
 COUNTS_FILE = "popularity.json"
+COMMAND = "baseline pop"  # what the output marker names
 
 
 class PopularityRecommender:
@@ -43,7 +44,14 @@ class PopularityRecommender:
         """Load a `cftrec baseline pop` run. LLM decoding options do not apply and are ignored."""
         if read_run_info(run_dir)["kind"] != "pop":
             raise CftrecError(f"{run_dir}: not a popularity run")
-        return cls(load_run_catalog(run_dir), read_json(Path(run_dir) / COUNTS_FILE))
+        path = Path(run_dir) / COUNTS_FILE
+        counts = read_json(path, expect=dict)
+        if not all(type(count) is int and count >= 0 for count in counts.values()):
+            raise CftrecError(f"{path}: counts must be non-negative integers")
+        try:
+            return cls(load_run_catalog(run_dir), counts)
+        except CftrecError as error:
+            raise CftrecError(f"{path}: {error}") from None
 
     def recommend(
         self, histories: list[list[str]], k: int = 10, **decoding_options
@@ -56,6 +64,12 @@ class PopularityRecommender:
             for title in self.ranking[:k]
         ]
         return [list(top) for _ in histories]
+
+    def add_items(self, items) -> None:
+        """Refused: a title never counted in training has no popularity to rank it by."""
+        from ..data.catalog_changes import CatalogChangeUnsupported
+
+        raise CatalogChangeUnsupported("popularity")
 
     def title_log_probs(self, histories: list[list[str]]) -> torch.Tensor:
         """log(train count / total train count) per title, [B, T] in `catalog.titles` order.
@@ -70,8 +84,14 @@ class PopularityRecommender:
         return row.expand(len(histories), -1).clone()
 
 
-def train_popularity(data: str | Path, out: str | Path, max_history: int = 10) -> dict:
-    """`cftrec baseline pop`: count train interactions per title and write the run directory."""
+def train_popularity(
+    data: str | Path, out: str | Path, max_history: int = 10, overwrite: bool = False
+) -> dict:
+    """`cftrec baseline pop`: count train interactions per title and write the run directory
+    (`overwrite`: see cftrec.io.check_output)."""
+    if max_history < 1:
+        raise CftrecError("max_history must be at least 1")
+    check_output(out, COMMAND, (data,), overwrite)
     dataset = Dataset.load(data)
     recommender = PopularityRecommender.from_dataset(dataset)
     info = {
@@ -81,7 +101,7 @@ def train_popularity(data: str | Path, out: str | Path, max_history: int = 10) -
         "titles": len(recommender.catalog.titles),
         "top_titles": recommender.ranking[:5],
     }
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, COMMAND, (data,), overwrite) as tmp:
         write_json(tmp / COUNTS_FILE, recommender.counts)
         write_run_info(tmp, info, dataset)
     return info

@@ -41,13 +41,14 @@ from torch import nn
 
 from ..data.dataset import Catalog, Dataset
 from ..errors import CftrecError
-from ..io import atomic_directory, read_json, write_json
+from ..io import atomic_directory, check_output, read_json, write_json
 from ..recommendation import Recommendation
-from ..runs import load_run_catalog, read_run_info, write_run_info
+from ..run_info import load_run_catalog, read_run_info, write_run_info
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 METRICS_FILE = "metrics.jsonl"
+COMMAND = "baseline sasrec"  # what the output marker names
 LOSSES = ("ce", "bce")
 BUCKET_BATCHES = 50  # batches whose windows are sorted by length together
 
@@ -79,8 +80,10 @@ class SASRecConfig:
             raise CftrecError("SASRec dropout must be in [0, 1)")
         if self.loss not in LOSSES:
             raise CftrecError(f"unknown SASRec loss {self.loss!r}; use one of {', '.join(LOSSES)}")
-        if self.learning_rate <= 0 or self.patience < 1:
+        if not self.learning_rate > 0 or self.patience < 1:
             raise CftrecError("SASRec learning_rate must be > 0 and patience >= 1")
+        if not self.weight_decay >= 0:
+            raise CftrecError("SASRec weight_decay must be at least 0")
         if self.max_eval_samples is not None and self.max_eval_samples < 1:
             raise CftrecError("SASRec max_eval_samples must be at least 1")
 
@@ -150,6 +153,22 @@ def _pad(sequences: Sequence[Sequence[int]], device) -> torch.Tensor:
     return torch.tensor([[*s, *[0] * (width - len(s))] for s in sequences], device=device)
 
 
+def torch_device(name: str | None) -> torch.device:
+    """The torch device for `--device` (None: cuda when available, else cpu); a device torch
+    does not know, or one this machine lacks, is a CftrecError."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise CftrecError(f"--device {name!r}: not a torch device (cpu, cuda, cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CftrecError(f"--device {name}: no CUDA device on this machine")
+    if device.type not in ("cpu", "cuda"):
+        raise CftrecError(f"--device {name}: SASRec runs on cpu or cuda")
+    return device
+
+
 def length_batches(sequences: Sequence[Sequence], batch_size: int) -> list[list[int]]:
     """Indices of `sequences` in batches of similar length (little padding), longest first."""
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
@@ -191,18 +210,35 @@ class SASRecRecommender:
     ) -> SASRecRecommender:
         """Load a `cftrec baseline sasrec` run. LLM decoding options do not apply and are
         ignored, so every run kind can be loaded the same way."""
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         run_dir = Path(run_dir)
         info = read_run_info(run_dir)
         if info["kind"] != "sasrec":
             raise CftrecError(f"{run_dir}: not a SASRec run")
-        stored = read_json(run_dir / CONFIG_FILE)
-        config = SASRecConfig(**{f.name: stored[f.name] for f in fields(SASRecConfig)})
-        model = SASRec(stored["num_items"], config)
-        model.load_state_dict(load_file(run_dir / WEIGHTS_FILE))
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(model, load_run_catalog(run_dir), info.get("max_history"), batch_size, device)
+        device = torch_device(device)
+        catalog = load_run_catalog(run_dir)
+        config_path, weights_path = run_dir / CONFIG_FILE, run_dir / WEIGHTS_FILE
+        stored = read_json(config_path, expect=dict)
+        try:
+            config = SASRecConfig(**{f.name: stored[f.name] for f in fields(SASRecConfig)})
+            config.validate()
+            if stored["num_items"] != len(catalog):
+                raise CftrecError(f"num_items {stored['num_items']!r}, catalogue {len(catalog)}")
+        except KeyError as error:
+            raise CftrecError(f"{config_path}: missing key {error.args[0]!r}") from None
+        except (CftrecError, TypeError, ValueError) as error:
+            raise CftrecError(f"{config_path}: bad SASRec config ({error})") from None
+        model = SASRec(len(catalog), config)
+        try:
+            model.load_state_dict(load_file(weights_path))
+        except (OSError, SafetensorError, RuntimeError) as error:
+            problem = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise CftrecError(
+                f"{weights_path}: not SASRec weights matching {CONFIG_FILE} ({problem})"
+            ) from None
+        return cls(model, catalog, info.get("max_history"), batch_size, device)
 
     def _indices(self, histories: Sequence[Sequence[str]]) -> list[list[int]]:
         indexed = []
@@ -251,6 +287,12 @@ class SASRecRecommender:
             1, index, (item_scores - peak.gather(1, index)).exp()
         )
         return (summed.log() + peak).float()
+
+    def add_items(self, items) -> None:
+        """Refused: SASRec scores items by embeddings learnt in training; a new item has none."""
+        from ..data.catalog_changes import CatalogChangeUnsupported
+
+        raise CatalogChangeUnsupported("SASRec")
 
     def recommend(
         self, histories: list[list[str]], k: int = 10, **decoding_options
@@ -354,7 +396,7 @@ def fit_sasrec(
     from tqdm.auto import tqdm
 
     config.validate()
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch_device(device)
     catalog = dataset.catalog
     torch.manual_seed(config.seed)
     shuffler = random.Random(config.seed)
@@ -448,14 +490,18 @@ def train_sasrec(
     device: str | None = None,
     max_history: int | None = None,
     log: Callable[[str], None] | None = None,
+    overwrite: bool = False,
 ) -> dict:
-    """`cftrec baseline sasrec`: train and write the run directory (atomically). Returns run.json."""
+    """`cftrec baseline sasrec`: train and write the run directory (atomically). Returns run.json.
+    `overwrite`: see cftrec.io.check_output."""
     from safetensors.torch import save_file
 
     if max_history is not None and max_history < 1:
         raise CftrecError("max_history must be at least 1")
-    dataset = Dataset.load(data)
     config.validate()  # before any work, so bad options fail fast
+    torch_device(device)
+    check_output(out, COMMAND, (data,), overwrite)
+    dataset = Dataset.load(data)
     result = fit_sasrec(dataset, config, device, max_history, log)
     model = result.recommender.model
     info = {
@@ -470,7 +516,7 @@ def train_sasrec(
         "train_seconds": round(result.seconds, 2),
         "device": str(result.recommender.device),
     }
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, COMMAND, (data,), overwrite) as tmp:
         state = {
             name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()
         }

@@ -1,14 +1,24 @@
 """The canonical on-disk dataset that every `cftrec data prepare` source writes.
 
 A dataset directory holds:
-  items.parquet         item_id (str), title (str, cleaned), optional extra string columns
+  items.parquet         item_id (str), title (str; cleaned unless prepared without title
+                        cleaning, as d3 is by default), optional extra string columns, and
+                        `cold` (bool) when cold items were held out (no column: no cold items)
   interactions.parquet  user_id (str), item_id (str), timestamp (int64), split (train|valid|test);
                         rows are grouped by user and in chronological order within a user
                         (`timestamp` is a real time or, for order-only sources, the position)
-  meta.json             source, options, counts, fingerprint, cftrec version
+  meta.json             source, options, counts, fingerprint, cftrec version, and `cold_items`:
+                        {"count": N} plus, when used, titles, fraction, seed,
+                        dropped_train_interactions and cases (cold samples per split)
 
 A *sample* is one target interaction with up to `max_history` earlier items of the same user
 (earlier splits included) and at least one. Train samples come from train interactions, and so on.
+
+Cold items (`prepare --cold-items FRACTION --seed N`): a seeded fraction of the distinct titles
+is held out of training entirely; every item carrying one is cold. No train interaction is on a
+cold item, so no train sample has one as its target or in its history; valid/test samples
+whose target is cold are the cold cases. The contract for evaluation: `Dataset.cold_items`, a
+frozenset of item ids (empty when not used); a sample is cold when `sample.target` is in it.
 """
 
 from __future__ import annotations
@@ -21,12 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CftrecError
-from ..io import atomic_directory, read_json, write_json
+from ..io import atomic_directory, read_json, read_parquet, write_json
+from .catalog import clean_title
 
 SPLITS = ("train", "valid", "test")
 ITEMS_FILE = "items.parquet"
 INTERACTIONS_FILE = "interactions.parquet"
 META_FILE = "meta.json"
+PREPARE_COMMAND = "data prepare"  # what the output marker of a dataset names
 DEFAULT_MAX_HISTORY = 10
 
 
@@ -73,6 +85,28 @@ class Catalog:
     def titles_for(self, item_ids: Iterable[str]) -> list[str]:
         return [self.title_of[i] for i in item_ids]
 
+    def items_titled(self, text: str) -> list[str]:
+        """The items whose title is `text`, as prepared or as a raw source wrote it (after the
+        cleaning `prepare` applies: HTML entities, surrounding quotes); [] when none."""
+        found = self.items_of_title.get(text)
+        if found is None:
+            cleaned, _ = clean_title(text)
+            found = self.items_of_title.get(cleaned, []) if cleaned is not None else []
+        return list(found)
+
+    @cached_property
+    def title_matches(self):
+        """`CloseMatches` over the titles: suggestions for a mistyped one (built on first use)."""
+        from .close_matches import CloseMatches
+
+        return CloseMatches(self.titles)
+
+    @cached_property
+    def item_id_matches(self):
+        from .close_matches import CloseMatches
+
+        return CloseMatches(self.item_ids)
+
 
 def content_fingerprint(items, interactions) -> str:
     """sha256 over the dataset's content (independent of file encoding details)."""
@@ -85,11 +119,19 @@ def content_fingerprint(items, interactions) -> str:
     return digest.hexdigest()[:16]
 
 
-def write_dataset(out_dir: str | Path, items, interactions, meta: dict[str, Any]) -> Path:
+def write_dataset(
+    out_dir: str | Path,
+    items,
+    interactions,
+    meta: dict[str, Any],
+    inputs: Iterable[str | Path | None] = (),
+    overwrite: bool = False,
+) -> Path:
     """Write a canonical dataset atomically (temp dir, then rename).
 
     `items`: DataFrame with item_id, title (+ extra columns); `interactions`: DataFrame with
-    user_id, item_id, timestamp, split, already in per-user chronological order.
+    user_id, item_id, timestamp, split, already in per-user chronological order. `inputs` and
+    `overwrite`: the output policy of cftrec.io.check_output.
     """
     from .. import __version__
 
@@ -104,7 +146,7 @@ def write_dataset(out_dir: str | Path, items, interactions, meta: dict[str, Any]
     meta = dict(meta)
     meta["fingerprint"] = content_fingerprint(items, interactions)
     meta["cftrec_version"] = __version__
-    with atomic_directory(out_dir) as tmp:
+    with atomic_directory(out_dir, PREPARE_COMMAND, inputs, overwrite) as tmp:
         items.to_parquet(tmp / ITEMS_FILE, index=False)
         interactions.to_parquet(tmp / INTERACTIONS_FILE, index=False)
         write_json(tmp / META_FILE, meta)
@@ -122,8 +164,6 @@ class Dataset:
 
     @classmethod
     def load(cls, path: str | Path) -> Dataset:
-        import pandas as pd
-
         path = Path(path)
         for name in (ITEMS_FILE, INTERACTIONS_FILE, META_FILE):
             if not (path / name).exists():
@@ -131,13 +171,25 @@ class Dataset:
                     f"{path}: not a prepared cftrec dataset (missing {name}); "
                     "run `cftrec data prepare` first"
                 )
-        items = pd.read_parquet(path / ITEMS_FILE)
-        interactions = pd.read_parquet(path / INTERACTIONS_FILE)
-        return cls(path, items, interactions, read_json(path / META_FILE))
+        meta = read_json(path / META_FILE, expect=dict)
+        if not isinstance(meta.get("fingerprint"), str):
+            raise CftrecError(f"{path / META_FILE}: missing the dataset 'fingerprint'")
+        items = read_parquet(path / ITEMS_FILE, ("item_id", "title"))
+        interactions = read_parquet(
+            path / INTERACTIONS_FILE, ("user_id", "item_id", "timestamp", "split")
+        )
+        return cls(path, items, interactions, meta)
 
     @property
     def fingerprint(self) -> str:
         return self.meta["fingerprint"]
+
+    @cached_property
+    def cold_items(self) -> frozenset[str]:
+        """Item ids held out of training (`prepare --cold-items`); empty when none were."""
+        if "cold" not in self.items.columns:
+            return frozenset()
+        return frozenset(self.items.loc[self.items["cold"].astype(bool), "item_id"])
 
     @cached_property
     def catalog(self) -> Catalog:
@@ -185,30 +237,49 @@ class Dataset:
 
 
 def close_titles(catalog: Catalog, entry: str, n: int = 3) -> list[str]:
-    """The catalogue titles closest to a mistyped `entry`, ignoring case (for error messages)."""
-    import difflib
+    """The catalogue titles closest to a mistyped `entry`, ignoring case (for error messages);
+    milliseconds per call whatever the catalogue size."""
+    return catalog.title_matches.find(entry, n)
 
-    by_lower: dict[str, str] = {}
-    for title in catalog.titles:
-        by_lower.setdefault(title.lower(), title)
-    matches = difflib.get_close_matches(entry.lower(), list(by_lower), n=n, cutoff=0.5)
-    return [by_lower[match] for match in matches]
+
+def unknown_item_message(entry: str, close: Sequence[str]) -> str:
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return f"unknown item {entry!r}: not a catalogue title or item id{hint}"
 
 
 def resolve_history(catalog: Catalog, entries: Sequence[str]) -> list[str]:
-    """Map what a person typed (titles or item ids) to item ids, or fail with close matches.
+    """Map what a person typed (titles or item ids) to item ids, never guessing.
 
-    An exact title maps to the first item carrying it (items sharing a title read the same to
-    a text model); an exact item id maps to itself.
+    An entry is an item id or a catalogue title, either as prepared or as the raw file wrote it
+    (HTML entities such as `&rdquo;`, surrounding quotes: `prepare`'s cleaning is applied to
+    the entry). A title maps to the first item carrying it (items sharing a title read the same
+    to a text model). An entry that is an item id and also the title of another item is an
+    error naming both; an unknown one fails with the closest titles. Evaluation and the Python
+    API take item ids only (`require_item_ids`).
     """
     resolved = []
     for entry in entries:
-        if entry in catalog.items_of_title:
-            resolved.append(catalog.items_of_title[entry][0])
-        elif entry in catalog.title_of:
+        by_title = catalog.items_titled(entry)
+        if entry in catalog.title_of:
+            if by_title and entry not in by_title:
+                other = by_title[0]
+                raise CftrecError(
+                    f"ambiguous item {entry!r}: it is item id {entry} (titled "
+                    f"{catalog.title_of[entry]!r}) and the title of item {other}; type item "
+                    f"{entry}'s title or item {other}'s id instead"
+                )
             resolved.append(entry)
+        elif by_title:
+            resolved.append(by_title[0])
         else:
-            close = close_titles(catalog, entry)
-            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise CftrecError(f"unknown item {entry!r}: not a catalogue title or item id{hint}")
+            raise CftrecError(unknown_item_message(entry, close_titles(catalog, entry)))
     return resolved
+
+
+def require_item_ids(catalog: Catalog, item_ids: Sequence[str]) -> list[str]:
+    """`item_ids` as a list when every one is a catalogue item id (no title lookup), else a
+    CftrecError naming the first unknown one."""
+    for item_id in item_ids:
+        if item_id not in catalog.title_of:
+            raise CftrecError(f"unknown item id {item_id!r} (expected catalogue item ids)")
+    return list(item_ids)

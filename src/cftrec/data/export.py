@@ -18,18 +18,29 @@ def export(
     out_dir: str | Path,
     name: str | None = None,
     max_history: int = DEFAULT_MAX_HISTORY,
+    overwrite: bool = False,
 ) -> list[Path]:
-    """Write the dataset in `fmt` into `out_dir` (atomically); returns the files written."""
+    """Write the dataset in `fmt` into `out_dir` (atomically); returns the files written.
+    `overwrite`: see cftrec.io.check_output."""
     if fmt not in FORMATS:
         raise CftrecError(f"unknown export format '{fmt}'; use one of {', '.join(FORMATS)}")
-    name = name or dataset.path.resolve().name
-    with atomic_directory(out_dir) as tmp:
+    name = check_name(dataset.path.resolve().name if name is None else name)
+    with atomic_directory(out_dir, "data export", (dataset.path,), overwrite) as tmp:
         names = (
             _recbole(dataset, tmp, name)
             if fmt == "recbole"
             else _d3(dataset, tmp, name, max_history)
         )
     return [Path(out_dir) / n for n in names]
+
+
+def check_name(name: str) -> str:
+    """A file-name stem that stays inside the output folder: no path separator, not '.'/'..'."""
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise CftrecError(
+            f"--name {name!r}: expected a plain file-name stem (no '/', '\\', '.' or '..')"
+        )
+    return name
 
 
 def _clean(text: str) -> str:
@@ -53,14 +64,20 @@ def _recbole(dataset: Dataset, out: Path, name: str) -> list[str]:
 
 
 def _d3(dataset: Dataset, out: Path, name: str, max_history: int) -> list[str]:
-    """One CSV row per sample (D3's columns), lists as JSON (a valid Python literal too)."""
+    """One CSV row per sample (D3's columns), lists as JSON (a valid Python literal too); a
+    split without samples gets no file (the d3 reader refuses a header-only one)."""
     import csv
 
     catalog = dataset.catalog
     numeric = all(i.isdigit() and str(int(i)) == i for i in catalog.item_ids)
     as_id = int if numeric else str  # D3 files hold integer ids
+    with_samples = {
+        splits[position]
+        for _, _, splits in dataset.user_sequences.values()
+        for position in range(1, len(splits))
+    }
     names = []
-    for split in SPLITS:
+    for split in (s for s in SPLITS if s in with_samples):
         file_name = f"{split}_{name}.csv"
         with open(out / file_name, "w", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle)

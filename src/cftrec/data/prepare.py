@@ -1,8 +1,10 @@
 """`cftrec data prepare`: any source -> the canonical dataset.
 
-The pipeline, in order: read (streaming) -> clean titles, dropping items without a usable title
-and their interactions -> per-user chronological order -> time window (extended back a year at
-a time until the catalogue has --min-items items) and iterative k-core -> split -> write.
+The pipeline, in order: read (streaming) -> keep the first row of each item id (later rows
+counted) -> clean titles, dropping items without a usable title and their interactions (d3:
+titles verbatim and every row kept unless --clean-titles) -> per-user chronological order ->
+time window (end day inclusive; extended back a year at a time until the catalogue has
+--min-items items) and iterative k-core -> split -> optional cold items -> write.
 """
 
 from __future__ import annotations
@@ -15,18 +17,25 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CftrecError
+from ..io import check_output
 from .catalog import clean_titles
-from .dataset import DEFAULT_MAX_HISTORY, write_dataset
+from .dataset import DEFAULT_MAX_HISTORY, PREPARE_COMMAND, write_dataset
 from .sources._common import ReadOptions, SourceData
 
 SOURCES = ("amazon2018", "amazon2023", "movielens", "recbole", "sequences", "d3")
 SPLIT_METHODS = ("loo", "temporal", "given")
-# The D3 recipe is the default for raw Amazon logs; other sources are used as they come.
+# The D3 recipe is the default for raw Amazon logs (D3's own defaults: the window 2017-10-01 ..
+# 2018-11-01 moved back a year at a time until 10,000 items survive the 5-core); other sources
+# are used as they come, and d3 files keep their given split exactly (titles verbatim).
+D3_WINDOW = {"start": "2017-10-01", "end": "2018-11-01", "min_items": 10_000}
+D3_RECIPE = {"kcore": 5, "max_title_words": 20, "split": "temporal", **D3_WINDOW}
 SOURCE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "amazon2018": {"kcore": 5, "max_title_words": 20, "split": "temporal"},
-    "amazon2023": {"kcore": 5, "max_title_words": 20, "split": "temporal"},
+    "amazon2018": D3_RECIPE,
+    "amazon2023": D3_RECIPE,
+    "d3": {"clean_titles": False},
 }
 TEMPORAL_FRACTIONS = (0.8, 0.1)  # train, valid; test takes the rest
+DAY = 86_400
 
 
 @dataclass
@@ -39,29 +48,32 @@ class PrepareOptions:
     )
     max_history: int = DEFAULT_MAX_HISTORY
     kcore: int | None = None
+    window: bool = True  # False: no time window at all (not even the source's default)
     start: str | None = None  # YYYY-MM-DD, first day of the time window
-    end: str | None = None  # YYYY-MM-DD, first day after the window
-    min_items: int | None = None
+    end: str | None = None  # YYYY-MM-DD, last day of the window (inclusive)
+    min_items: int | None = None  # move start back a year at a time until this many items
+    clean_titles: bool | None = None  # default: yes, except d3 (its split is kept exactly)
     max_title_words: int | None = None
     min_rating: float | None = None
+    cold_items: float | None = None  # fraction of distinct titles held out of training
+    seed: int = 42  # chooses the cold items
     items: str | None = None
     meta: str | None = None
     name: str | None = None
     title_field: str | None = None
 
-    def resolved(self, source: str, data: SourceData) -> PrepareOptions:
+    def resolved(self, source: str) -> PrepareOptions:
+        """The source's defaults filled in (all but the split, which depends on the input)."""
         values = asdict(self)
         for key, value in SOURCE_DEFAULTS.get(source, {}).items():
-            if values[key] is None:
+            if values[key] is None and (self.window or key not in D3_WINDOW):
                 values[key] = value
-        if values["split"] is None:
-            values["split"] = "given" if data.has_split else "loo"
+        if values["clean_titles"] is None:
+            values["clean_titles"] = True
         return PrepareOptions(**values)
 
 
 def read_source(source: str, input_path: str | Path, options: PrepareOptions) -> SourceData:
-    if source not in SOURCES:
-        raise CftrecError(f"unknown source '{source}'; use one of {', '.join(SOURCES)}")
     input_path = Path(input_path)
     if not input_path.exists():
         raise CftrecError(f"{input_path}: no such file or directory")
@@ -76,19 +88,44 @@ def read_source(source: str, input_path: str | Path, options: PrepareOptions) ->
     return module.read(input_path, read_options)
 
 
-def _check(options: PrepareOptions, data: SourceData) -> None:
-    if options.split not in SPLIT_METHODS:
+def _check_options(source: str, options: PrepareOptions) -> None:
+    """Refuse bad options before any input is read."""
+    if source not in SOURCES:
+        raise CftrecError(f"unknown source '{source}'; use one of {', '.join(SOURCES)}")
+    if options.split is not None and options.split not in SPLIT_METHODS:
         raise CftrecError(f"unknown split '{options.split}'; use one of {', '.join(SPLIT_METHODS)}")
-    if options.split == "given" and not data.has_split:
-        raise CftrecError("--split given: this input has no split of its own; use loo or temporal")
+    if options.min_rating is not None and source not in ("movielens", "recbole"):
+        raise CftrecError(f"--min-rating applies to movielens and recbole inputs, not {source}")
     if options.max_history < 1:
         raise CftrecError("--max-history must be at least 1")
+    if options.kcore is not None and options.kcore < 0:
+        raise CftrecError(f"--kcore {options.kcore}: expected 0 or more")
+    if options.min_items is not None and options.min_items < 0:
+        raise CftrecError(f"--min-items {options.min_items}: expected 0 or more")
+    if options.max_title_words is not None and options.max_title_words < 1:
+        raise CftrecError(f"--max-title-words {options.max_title_words}: expected 1 or more")
+    for flag, date in (("--start", options.start), ("--end", options.end)):
+        if date is not None:
+            _epoch(date, flag)
+    windowed = options.start or options.end or options.min_items
+    if windowed and not options.window:
+        raise CftrecError("--no-window turns the time window off; drop --start/--end/--min-items")
+    if options.min_items and not options.start:
+        raise CftrecError("--min-items extends the window's --start back; give --start too")
+    if options.max_title_words is not None and not options.clean_titles:
+        raise CftrecError("--max-title-words is part of title cleaning; add --clean-titles")
+    if options.cold_items is not None and not 0 < options.cold_items < 1:
+        raise CftrecError(f"--cold-items {options.cold_items}: expected a fraction in (0, 1)")
+
+
+def _check_input(options: PrepareOptions, data: SourceData) -> None:
+    """Refuse options that the input read cannot honour."""
+    if options.split == "given" and not data.has_split:
+        raise CftrecError("--split given: this input has no split of its own; use loo or temporal")
     if (options.start or options.end or options.min_items) and data.order_only:
         raise CftrecError(
             "--start/--end/--min-items need real timestamps; this source only has order"
         )
-    if options.min_items and not options.start:
-        raise CftrecError("--min-items extends the window's --start back; give --start too")
 
 
 def _epoch(date: str, flag: str) -> int:
@@ -104,9 +141,9 @@ def _year_before(date: str) -> str:
     return day.replace(year=day.year - 1, day=min(day.day, 28)).isoformat()
 
 
-def _nonempty(frame, after: str):
+def _nonempty(frame, input_path, after: str):
     if len(frame) == 0:
-        raise CftrecError(f"no interactions left after {after}; loosen that filter")
+        raise CftrecError(f"{input_path}: no interactions left after {after}; loosen that filter")
     return frame
 
 
@@ -134,12 +171,13 @@ def kcore(interactions, k: int):
         interactions = interactions[keep.to_numpy()]
 
 
-def window_and_kcore(interactions, options: PrepareOptions) -> tuple[Any, dict]:
-    """Apply the time window and k-core; extend --start back a year at a time until at least
-    --min-items items remain (or the window reaches the first interaction)."""
+def window_and_kcore(interactions, options: PrepareOptions, input_path) -> tuple[Any, dict]:
+    """Apply the time window [--start, --end] (whole days, both inclusive: D3 keeps a review
+    stamped on its end date) and the k-core; extend --start back a year at a time until at
+    least --min-items items remain (or the window reaches the first interaction)."""
     timestamps = interactions["timestamp"].to_numpy()
     first = int(timestamps.min())
-    end = _epoch(options.end, "--end") if options.end else None
+    end = _epoch(options.end, "--end") + DAY if options.end else None
     start = options.start
     while True:
         keep = timestamps >= (_epoch(start, "--start") if start else first)
@@ -156,10 +194,11 @@ def window_and_kcore(interactions, options: PrepareOptions) -> tuple[Any, dict]:
         start = _year_before(start)
     info = {"start": start, "end": options.end} if (options.start or options.end) else {}
     if info:
-        _nonempty(windowed, f"the time window [{start or 'first'}, {options.end or 'last'})")
+        window = f"the time window [{start or 'first'}, {options.end or 'last'}]"
+        _nonempty(windowed, input_path, window)
     if options.kcore and options.kcore > 1:
         within = " within the time window" if info else ""
-        _nonempty(result, f"the {options.kcore}-core filter (--kcore){within}")
+        _nonempty(result, input_path, f"the {options.kcore}-core filter (--kcore){within}")
     return result, info
 
 
@@ -180,49 +219,112 @@ def assign_split(interactions, method: str):
         return labels
     # temporal (D3): samples (interactions with at least one earlier item) sorted by time,
     # first 80% train, next 10% valid, the rest test; stable, so a user's labels stay in order.
+    times = interactions["timestamp"].to_numpy()
     samples = np.flatnonzero(position >= 1)
-    by_time = samples[np.argsort(interactions["timestamp"].to_numpy()[samples], kind="stable")]
+    by_time = samples[np.argsort(times[samples], kind="stable")]
     n_train = int(len(by_time) * TEMPORAL_FRACTIONS[0])
     n_valid = int(len(by_time) * sum(TEMPORAL_FRACTIONS)) - n_train
     labels[by_time[n_train : n_train + n_valid]] = "valid"
     labels[by_time[n_train + n_valid :]] = "test"
+    # A user's first interaction is no sample; it belongs to the period its time falls in:
+    # train up to the last train sample's time, valid up to the last valid one's, then test.
+    if len(by_time):
+        train_end = times[by_time[n_train - 1]] if n_train else -np.inf
+        valid_end = times[by_time[n_train + n_valid - 1]] if n_train + n_valid else -np.inf
+        first = np.flatnonzero(position == 0)
+        labels[first] = np.where(
+            times[first] <= train_end, "train", np.where(times[first] <= valid_end, "valid", "test")
+        )
     return labels
 
 
+def choose_cold_items(items, fraction: float, seed: int, input_path) -> set[str]:
+    """A seeded `fraction` of the distinct titles, as the ids of every item carrying one (by
+    title, so that no cold item shares its title with an item the model trains on)."""
+    import numpy as np
+
+    titles = items["title"].drop_duplicates().tolist()  # in item order: deterministic
+    count = round(fraction * len(titles))
+    if not 0 < count < len(titles):
+        raise CftrecError(
+            f"{input_path}: --cold-items {fraction} of {len(titles):,} titles leaves "
+            f"{count:,} cold; choose a fraction that keeps some titles on each side"
+        )
+    chosen = np.random.default_rng(seed).choice(len(titles), size=count, replace=False)
+    cold_titles = {titles[i] for i in chosen}
+    return set(items.loc[items["title"].isin(cold_titles), "item_id"])
+
+
+def hold_out(interactions, cold: set[str], input_path):
+    """Drop the train interactions on cold items; valid/test ones stay (their cases are the
+    cold cases). Fails when a user's train interactions follow a valid/test one on a cold item
+    (possible only in a given split): a train sample would then see the cold item."""
+    is_cold = interactions["item_id"].isin(cold).to_numpy()
+    is_train = (interactions["split"] == "train").to_numpy()
+    kept = interactions[~(is_cold & is_train)].reset_index(drop=True)
+    position = kept.groupby("user_id", sort=False).cumcount()
+    first_cold = position.where(kept["item_id"].isin(cold)).groupby(kept["user_id"]).min()
+    last_train = position.where(kept["split"] == "train").groupby(kept["user_id"]).max()
+    if (last_train > first_cold.reindex(last_train.index)).any():
+        raise CftrecError(
+            f"{input_path}: --cold-items needs each user's train interactions before the "
+            "valid/test ones; this split puts train interactions after a cold item"
+        )
+    return kept
+
+
 def prepare(
-    source: str, input_path: str | Path, out_dir: str | Path, options: PrepareOptions | None = None
+    source: str,
+    input_path: str | Path,
+    out_dir: str | Path,
+    options: PrepareOptions | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Read, clean, filter, split and write a dataset; returns its meta.json content."""
+    """Read, clean, filter, split and write a dataset; returns its meta.json content.
+    `overwrite`: see cftrec.io.check_output (the input files are never replaced)."""
     import pandas as pd
 
-    options = options or PrepareOptions()
+    options = (options or PrepareOptions()).resolved(source)
+    _check_options(source, options)
+    inputs = (input_path, options.items, options.meta)
+    check_output(out_dir, PREPARE_COMMAND, inputs, overwrite)
     data = read_source(source, input_path, options)
-    options = options.resolved(source, data)
-    _check(options, data)
+    if options.split is None:
+        options.split = "given" if data.has_split else "loo"
+    _check_input(options, data)
     interactions = data.interactions
-    read_counts = {
-        "users": int(interactions["user_id"].nunique()),
-        "items": len(data.items),
-        "interactions": len(interactions),
-    }
     if len(interactions) == 0:
         raise CftrecError(f"{input_path}: no interactions found")
-    if options.min_rating is not None and source not in ("movielens", "recbole"):
-        raise CftrecError(f"--min-rating applies to movielens and recbole inputs, not {source}")
+    read_counts = {
+        "users": int(interactions["user_id"].nunique()),
+        "items": int(data.items["item_id"].nunique()),
+        "interactions": len(interactions),
+    }
+    if data.has_split:  # what the input's own split holds, to report what was kept of it
+        read_counts["samples"] = _sample_counts(chronological(interactions))
     _progress(f"read {read_counts['interactions']:,} interactions, {read_counts['items']:,} items")
 
-    # Items without a usable title go, with their interactions; so do interactions whose item
-    # the item file does not know.
-    items, dropped_by_reason = clean_titles(data.items, options.max_title_words)
+    # Repeated item ids: the first row wins (counted). Items without a usable title go, with
+    # their interactions; so do interactions whose item the item file does not know.
+    repeated = data.items["item_id"].duplicated().to_numpy()
+    items = data.items[~repeated].reset_index(drop=True)
+    unknown = set(interactions["item_id"].astype(str).unique()) - set(items["item_id"])
+    if options.clean_titles:
+        items, dropped_by_reason = clean_titles(items, options.max_title_words)
+        if unknown:
+            dropped_by_reason["not_in_item_file"] = len(unknown)
+    else:
+        _check_verbatim(items, unknown, data.item_file)
+        dropped_by_reason = {}
     titled = interactions["item_id"].isin(items["item_id"]).to_numpy()
-    unknown_items = interactions.loc[~titled, "item_id"].astype(str).unique()
-    unknown_items = set(unknown_items) - set(data.items["item_id"])
-    if unknown_items:
-        dropped_by_reason["not_in_item_file"] = len(unknown_items)
-    interactions = _nonempty(interactions[titled], "dropping items without a usable title")
+    interactions = _nonempty(
+        interactions[titled],
+        input_path,
+        f"dropping the items without a usable title in {data.item_file}",
+    )
 
     interactions = chronological(interactions)
-    interactions, window = window_and_kcore(interactions, options)
+    interactions, window = window_and_kcore(interactions, options, input_path)
     if window:
         _progress(f"window {window['start'] or 'first'} .. {window['end'] or 'last'}")
     used = set(interactions["item_id"].astype(str).unique())
@@ -237,6 +339,20 @@ def prepare(
             "split": assign_split(interactions, options.split),
         }
     )
+    cold_info = {"count": 0}
+    if options.cold_items is not None:
+        cold = choose_cold_items(items, options.cold_items, options.seed, input_path)
+        before = len(interactions)
+        interactions = hold_out(interactions, cold, input_path)
+        items = items.assign(cold=items["item_id"].isin(cold))
+        cold_info = {
+            "count": len(cold),
+            "titles": int(items.loc[items["cold"], "title"].nunique()),
+            "fraction": options.cold_items,
+            "seed": options.seed,
+            "dropped_train_interactions": before - len(interactions),
+            "cases": _sample_counts(interactions, interactions["item_id"].isin(cold)),
+        }
     samples = _sample_counts(interactions)
     titles = items["title"]
     counts = {
@@ -246,6 +362,7 @@ def prepare(
         "samples": samples,
         "distinct_titles": int(titles.nunique()),
         "shared_titles": int((titles.value_counts() > 1).sum()),
+        "duplicate_item_rows": int(repeated.sum()),
         "dropped_items": sum(dropped_by_reason.values()),
         "dropped_items_by_reason": dropped_by_reason,
         "dropped_interactions": read_counts["interactions"] - int(titled.sum()),
@@ -263,15 +380,70 @@ def prepare(
         "window": window,
         "read": read_counts,
         "counts": counts,
+        "cold_items": cold_info,
     }
-    write_dataset(out_dir, items, interactions, meta)
+    write_dataset(out_dir, items, interactions, meta, inputs, overwrite)
     return meta
 
 
-def _sample_counts(interactions) -> dict[str, int]:
-    """Samples per split: interactions with at least one earlier item of the same user."""
+def summary(meta: dict[str, Any]) -> str:
+    """One line for people: what was written, and everything prepare dropped or held out."""
+    counts = meta["counts"]
+    parts = [
+        f"{counts['users']:,} users, {counts['items']:,} items, "
+        f"{counts['interactions']:,} interactions; samples "
+        + ", ".join(f"{k} {v:,}" for k, v in counts["samples"].items()),
+        f"dropped {counts['dropped_items']:,} items without a usable title "
+        f"({counts['dropped_interactions']:,} interactions)",
+    ]
+    if counts["duplicate_item_rows"]:
+        parts.append(
+            f"{counts['duplicate_item_rows']:,} repeated item rows ignored "
+            "(the first row of each item id kept)"
+        )
+    if meta["window"]:
+        window = meta["window"]
+        parts.append(f"time window {window['start'] or 'first'} .. {window['end'] or 'last'}")
+    given = meta["read"].get("samples")
+    if given and meta["options"]["split"] == "given":
+        kept = [f"{k} {counts['samples'][k]:,} of {v:,}" for k, v in given.items()]
+        parts.append("given samples kept: " + ", ".join(kept))
+    cold = meta["cold_items"]
+    if cold["count"]:
+        parts.append(
+            f"{cold['count']:,} cold items (fraction {cold['fraction']} of the titles, seed "
+            f"{cold['seed']}; "
+            f"{cold['dropped_train_interactions']:,} train interactions dropped): cold cases "
+            f"valid {cold['cases']['valid']:,}, test {cold['cases']['test']:,}"
+        )
+    return "; ".join(parts)
+
+
+def _check_verbatim(items, unknown: set[str], item_file: str) -> None:
+    """Without title cleaning every interaction is kept: each item needs a non-empty title."""
+    if unknown:
+        example = sorted(unknown)[0]
+        raise CftrecError(
+            f"{item_file}: {len(unknown):,} item ids of the interactions are missing here "
+            f"(e.g. {example!r}); --clean-titles drops them with their interactions"
+        )
+    empty = items["title"].astype(str).str.strip() == ""
+    if empty.any():
+        example = items.loc[empty, "item_id"].iloc[0]
+        raise CftrecError(
+            f"{item_file}: {int(empty.sum()):,} items have an empty title (e.g. item "
+            f"{example!r}); --clean-titles drops them with their interactions"
+        )
+
+
+def _sample_counts(interactions, among=None) -> dict[str, int]:
+    """Samples per split: interactions with at least one earlier item of the same user (and,
+    with `among`, a True there)."""
+    import numpy as np
+
     position = interactions.groupby("user_id", sort=False).cumcount().to_numpy()
-    splits = interactions["split"].to_numpy()[position >= 1]
+    wanted = position >= 1 if among is None else (position >= 1) & np.asarray(among)
+    splits = interactions["split"].to_numpy()[wanted]
     return {split: int((splits == split).sum()) for split in ("train", "valid", "test")}
 
 

@@ -156,8 +156,8 @@ def _search(
         if prefix is not None:
             if len(keep_users) < active:
                 prefix = prefix.select(keep_users)
-            out = forward(model, next_tokens.view(rows, 1), None, positions, cache,
-                          shared_prefix=prefix)  # fmt: skip
+            out, cache = forward(model, next_tokens.view(rows, 1), None, positions, cache,
+                                 shared_prefix=prefix)  # fmt: skip
         else:
             mask = torch.cat(
                 [
@@ -166,8 +166,7 @@ def _search(
                 ],
                 1,
             )
-            out = forward(model, next_tokens.view(rows, 1), mask, positions, cache)
-        cache = out.cache
+            out, cache = forward(model, next_tokens.view(rows, 1), mask, positions, cache)
         log_probs = out.logits[:, -1].float().log_softmax(-1).view(len(users), live, -1)
     else:  # every path ends within max_length tokens, so this only catches a broken trie
         raise RuntimeError("constrained beam search did not finish within the longest title")

@@ -8,12 +8,14 @@ skipping titles already taken.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-from .lm import forward, left_pad, model_device
+from .lm import left_pad, model_device
 
 
 @torch.inference_mode()
@@ -61,9 +63,37 @@ def embed_sequences(
         batch = [list(s) or [pad_id] for s in sequences[start : start + batch_size]]
         ids, mask = left_pad(batch, pad_id, model_device(model))
         positions = (mask.cumsum(-1) - 1).clamp_min(0)
-        out = forward(model, ids, mask, positions, logits_to_keep=1, hidden=True)
+        out = model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=False,
+            logits_to_keep=1,
+            output_hidden_states=True,
+        )
         chunks.append(out.hidden_states[-1][:, -1].float().cpu())
     return torch.cat(chunks)
+
+
+def title_embeddings_key(model, titles: Sequence[str], responses: Sequence[Sequence[int]]) -> str:
+    """A hex digest that names cached title embeddings: the titles and their token ids, and the
+    model that embeds them: its class, configuration, dtype and a strided sample of every
+    weight (cheap on any size; a fine-tuned or merged model differs everywhere), so embeddings
+    cached for one model or dtype are never read for another."""
+    config = json.loads(model.config.to_json_string())
+    for volatile in ("transformers_version", "_name_or_path"):
+        config.pop(volatile, None)
+    digest = hashlib.sha256(
+        json.dumps([list(titles), [list(r) for r in responses], type(model).__name__, config])
+        .encode()
+    )
+    samples = []
+    for name, param in model.named_parameters():
+        flat = param.detach().reshape(-1)
+        samples.append(flat[:: max(1, flat.numel() // 64)][:64].float())
+        digest.update(f"{name}:{tuple(param.shape)}:{param.dtype};".encode())
+    digest.update(torch.cat(samples).cpu().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def round_robin(rankings: torch.Tensor, k: int) -> list[int]:

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import torch
 
+from ..compat import cache_kwargs, output_cache
+
 
 def model_device(model) -> torch.device:
     return next(model.parameters()).device
@@ -29,31 +31,28 @@ def left_pad(
     return ids.to(device), mask.to(device)
 
 
-def forward(
-    model, ids, mask, positions, cache=None, logits_to_keep: int = 0, hidden=False, **kwargs
-):
-    """One forward pass; `mask` covers cached + new tokens. Returns the model output
-    (`.logits`, `.cache`, and `.hidden_states` when `hidden`). `kwargs` reach the attention."""
+def forward(model, ids, mask, positions, cache=None, logits_to_keep: int = 0, **kwargs):
+    """One forward pass that continues `cache` (a new one when None); `mask` covers cached +
+    new tokens. Returns (model output, updated cache). `kwargs` reach the attention."""
     from transformers import DynamicCache
 
     if cache is None:
         cache = DynamicCache(config=model.config)
-    return model(
+    out = model(
         input_ids=ids,
         attention_mask=mask,
         position_ids=positions,
-        cache=cache,
-        use_cache=True,
         logits_to_keep=logits_to_keep,
-        output_hidden_states=hidden,
+        **cache_kwargs(cache),
         **kwargs,
     )
+    return out, output_cache(out)
 
 
 def prefill(model, prompts: Sequence[Sequence[int]], pad_id: int):
     """Run the prompts once. -> (next-token log-probs [B, V], cache, mask [B, L], lengths [B])."""
     ids, mask = left_pad(prompts, pad_id, model_device(model))
     positions = (mask.cumsum(-1) - 1).clamp_min(0)
-    out = forward(model, ids, mask, positions, logits_to_keep=1)
+    out, cache = forward(model, ids, mask, positions, logits_to_keep=1)
     log_probs = out.logits[:, -1].float().log_softmax(-1)
-    return log_probs, out.cache, mask, mask.sum(-1)
+    return log_probs, cache, mask, mask.sum(-1)

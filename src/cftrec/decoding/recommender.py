@@ -6,15 +6,16 @@
 Methods: "beam" (constrained beam search over the title trie, D3; optional assistant guidance),
 "exhaustive" (exact likelihood of every title) and "grounding" (BIGRec: free generation, then
 nearest titles by hidden state).
+
+The catalogue can change without retraining: `add_items` / `remove_items` rebuild the trie (and
+grounding's title embeddings, for the new titles only) before the change takes effect.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..data.dataset import Catalog, resolve_history
+from ..data.dataset import Catalog, require_item_ids
 from ..errors import CftrecError
 from ..prompts import PromptEncoder
 from ..recommendation import Recommendation
@@ -65,11 +66,12 @@ class Recommender:
         self.embedding_cache_dir = Path(embedding_cache_dir) if embedding_cache_dir else None
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.eos_id = tokenizer.eos_token_id
+        self._title_embeddings: torch.Tensor | None = None
 
     @classmethod
     def from_run(cls, run_dir: str | Path, dtype: str | None = None, **options) -> Recommender:
         """Load an "llm" run directory (model, tokenizer, prompt settings, catalogue)."""
-        from ..runs import load_run_catalog
+        from ..run_info import load_run_catalog
         from ..training.run_dir import load_llm_run
 
         run = load_llm_run(run_dir, dtype=dtype, merge_lora=True)
@@ -84,16 +86,56 @@ class Recommender:
 
     @cached_property
     def trie(self):
+        return self._build_trie(self.catalog.titles, self.responses)
+
+    def _build_trie(self, titles: list[str], responses: list[list[int]]):
         from .lm import model_device
         from .trie import TitleTrie
 
-        return TitleTrie(self.responses, self.catalog.titles).to(model_device(self.model))
+        return TitleTrie(responses, titles).to(model_device(self.model))
+
+    # ---------------------------------------------------------------- catalogue changes
+    def add_items(self, items: Mapping[str, str] | Iterable[tuple[str, str]]) -> None:
+        """Make new items recommendable without retraining: {item_id: title} or (item_id,
+        title) pairs. Titles are cleaned like a prepared dataset's; an empty title, an id
+        given twice or already in the catalogue is a CftrecError and changes nothing."""
+        from ..data.catalog_changes import new_items, with_items
+
+        self.set_catalog(with_items(self.catalog, new_items(items)))
+
+    def remove_items(self, item_ids: Iterable[str]) -> None:
+        """Stop recommending these items (each must be in the catalogue; histories can no
+        longer name them). A title stays while another item carries it."""
+        from ..data.catalog_changes import without_items
+
+        self.set_catalog(without_items(self.catalog, item_ids))
+
+    def set_catalog(self, catalog: Catalog) -> None:
+        """Switch to `catalog`: the trie and (when grounding has used them) the title
+        embeddings are built first, reusing what the current catalogue already computed, then
+        swapped in at once; an error (e.g. two titles with the same tokens) changes nothing.
+        Not safe while `recommend` runs in another thread: the server serialises the two."""
+        known = dict(zip(self.catalog.titles, self.responses, strict=True))
+        responses = [known.get(t) or self.encoder.response_ids(t) for t in catalog.titles]
+        trie = self._build_trie(catalog.titles, responses)
+        embeddings = self._title_embeddings
+        if embeddings is not None:
+            rows = dict(zip(self.catalog.titles, embeddings, strict=True))
+            new = [i for i, title in enumerate(catalog.titles) if title not in rows]
+            fresh = (
+                dict(zip(new, self._embed([responses[i] for i in new]), strict=True)) if new else {}
+            )
+            embeddings = torch.stack(
+                [rows[t] if t in rows else fresh[i] for i, t in enumerate(catalog.titles)]
+            )
+        self.catalog, self.responses, self.trie = catalog, responses, trie
+        self._title_embeddings = embeddings
 
     def prompts(self, histories: Sequence[Sequence[str]]) -> list[list[int]]:
         """Factual prompt ids; an empty history gives the counterfactual (cold-start) prompt."""
         prompts = []
         for history in histories:
-            item_ids = resolve_history(self.catalog, list(history))
+            item_ids = require_item_ids(self.catalog, history)
             ids, _ = self.encoder.factual_ids(self.catalog.titles_for(item_ids))
             prompts.append(ids)
         return prompts
@@ -233,25 +275,23 @@ class Recommender:
 
     def title_embeddings(self) -> torch.Tensor:
         """[T, H] embeddings of every title's response text (without EOS), cached in the run
-        directory under a hash of the titles and their token ids; an unwritable directory only
+        directory under a hash of the titles, their token ids and the model (weights, dtype:
+        grounding.title_embeddings_key); an unwritable directory only
         means the next run computes them again."""
-        if getattr(self, "_title_embeddings", None) is not None:
+        if self._title_embeddings is not None:
             return self._title_embeddings
         from safetensors.torch import load_file, save
 
-        from .grounding import embed_sequences
+        from .grounding import title_embeddings_key
 
-        key = hashlib.sha256(json.dumps([self.catalog.titles, self.responses]).encode())
         path = None
         if self.embedding_cache_dir is not None:
-            path = self.embedding_cache_dir / f"title_embeddings-{key.hexdigest()[:16]}.safetensors"
+            key = title_embeddings_key(self.model, self.catalog.titles, self.responses)
+            path = self.embedding_cache_dir / f"title_embeddings-{key[:16]}.safetensors"
         if path is not None and path.exists():
             embeddings = load_file(path)["embeddings"]
         else:
-            texts = [r[:-1] for r in self.responses]
-            embeddings = embed_sequences(
-                self.model, texts, self.pad_id, batch_size=64, progress=len(texts) > 500
-            )
+            embeddings = self._embed(self.responses)
             if path is not None:
                 tmp = path.with_name(path.name + ".tmp")
                 try:
@@ -263,6 +303,15 @@ class Recommender:
                         tmp.unlink(missing_ok=True)
         self._title_embeddings = embeddings
         return embeddings
+
+    def _embed(self, responses: Sequence[Sequence[int]]) -> torch.Tensor:
+        """[n, H] grounding embeddings of titles from their response ids (EOS left out)."""
+        from .grounding import embed_sequences
+
+        texts = [r[:-1] for r in responses]
+        return embed_sequences(
+            self.model, texts, self.pad_id, batch_size=64, progress=len(texts) > 500
+        )
 
 
 def _unquote(text: str) -> str:

@@ -10,7 +10,9 @@ softmax. Same result as full attention over [prompt; response], up to float roun
 
 Used through `attention(model)`, a context manager that switches the model's attention
 implementation to one that takes this path when a `shared_prefix` keyword is passed to the
-forward call, and plain SDPA otherwise.
+forward call, and plain SDPA otherwise. It does so only for models whose own attention is plain
+causal SDPA: sliding windows, logit soft-capping, attention sinks or another implementation
+(eager, flash) keep the model's attention and the per-beam cache.
 """
 
 from __future__ import annotations
@@ -48,15 +50,34 @@ class SharedPrefix:
         )
 
 
+def plain_attention(model) -> bool:
+    """Whether every attention layer of `model` is plain causal SDPA over the whole sequence:
+    what `_attention` computes. Sliding windows, soft-capped logits and attention sinks reach
+    the attention function as extra keywords that `_attention` does not apply."""
+    config = model.config
+    modules = [m for m in model.modules() if m.__class__.__name__.endswith("Attention")]
+    return (
+        config._attn_implementation == "sdpa"
+        and getattr(config, "sliding_window", None) is None
+        and getattr(config, "attn_logit_softcapping", None) is None
+        and all(kind == "full_attention" for kind in getattr(config, "layer_types", None) or ())
+        and bool(modules)
+        and all(hasattr(m, "layer_idx") and not hasattr(m, "sinks") for m in modules)
+    )
+
+
 def supports(model, cache) -> bool:
-    """Plain full-attention layers (no sliding windows or other cache kinds) only."""
+    """Inside `attention(model)`: whether beams may share the prompt of this prefilled cache
+    (the model was switched, and every cache layer is a plain full-length one)."""
     from transformers.cache_utils import DynamicLayer
 
-    return all(type(layer) is DynamicLayer for layer in cache.layers) and all(
-        hasattr(m, "layer_idx")
-        for m in model.modules()
-        if m.__class__.__name__.endswith("Attention")
+    return model.config._attn_implementation == NAME and all(
+        type(layer) is DynamicLayer for layer in cache.layers
     )
+
+
+# Keywords the model passes to its attention function that do not change the result here.
+_NEUTRAL_KWARGS = {"position_ids", "use_cache", "output_attentions"}
 
 
 def _attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
@@ -69,6 +90,9 @@ def _attention(module, query, key, value, attention_mask, dropout=0.0, scaling=N
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
         )
+    unapplied = sorted(k for k, v in kwargs.items() if v is not None and k not in _NEUTRAL_KWARGS)
+    if unapplied:  # plain_attention() should have kept this model on the per-beam path
+        raise RuntimeError(f"shared-prefix attention cannot apply {', '.join(unapplied)}")
     prompt_keys, prompt_values = prefix.keys[module.layer_idx], prefix.values[module.layer_idx]
     users, kv_heads, length, dim = prompt_keys.shape
     rows, q_heads = query.shape[0], query.shape[1]
@@ -95,10 +119,14 @@ def _attention(module, query, key, value, attention_mask, dropout=0.0, scaling=N
 
 @contextlib.contextmanager
 def attention(model):
-    """Switch `model` to shared-prefix-capable attention for the duration of the block."""
+    """Switch `model` to shared-prefix-capable attention for the duration of the block, if its
+    attention is plain (`plain_attention`); otherwise leave it as it is."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+    if not plain_attention(model):
+        yield
+        return
     AttentionInterface.register(NAME, _attention)
     AttentionMaskInterface.register(NAME, sdpa_mask)
     previous = model.config._attn_implementation

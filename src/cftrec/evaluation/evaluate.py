@@ -1,16 +1,20 @@
 """The evaluation runner behind `cftrec evaluate`: any run kind, full ranking at title level.
 
-Cases are the `split` samples of the dataset in a fixed order (optionally the first `limit`).
+Cases are the `split` samples of the dataset in a fixed order (optionally those of a seeded
+sample of `sample` users, and then the first `limit`).
 Under `accelerate launch` (or torchrun) the cases are split across processes in contiguous
 shards and gathered on the main process, which computes the metrics and writes the output
 directory. (On a CPU-only machine, `accelerate launch --cpu --num_processes N` starts N processes
 only through mpirun; `accelerate launch --multi_gpu --num_processes N` uses torch's launcher and
 works there too, the processes then joining a gloo group.)
 
-  results.json    metrics (ndcg@K, hr@K), num_cases, invalid_rate, coverage, popularity,
-                  run and data fingerprints, decoding settings, case ids
+  results.json    metrics (ndcg@K, hr@K for the cutoffs K the lists decide: K up to the list
+                  length, every K for lists of the whole catalogue; the others are listed under
+                  unavailable_cutoffs), num_cases, invalid_rate, coverage, popularity, run and
+                  data fingerprints, the settings that applied, case ids; with cold items in
+                  the dataset, by_target: the metrics of warm and of cold test targets
   results.md      the metric table
-  cases.jsonl     one line per case: ids, history, target, target rank, top titles + scores
+  cases.jsonl     one line per case (fields in README, "Evaluation outputs")
   popularity.png  popularity of recommended titles vs histories and targets
 """
 
@@ -23,12 +27,13 @@ from pathlib import Path
 
 from ..data.dataset import DEFAULT_MAX_HISTORY, Dataset, Sample
 from ..errors import CftrecError
-from ..io import atomic_directory, write_json
-from .metrics import CUTOFFS, coverage, mean_metrics, target_rank
+from ..io import atomic_directory, check_output, write_json
+from .metrics import CUTOFFS, coverage, mean_metrics, reported_cutoffs, target_rank
 from .popularity import mean_popularity, plot_popularity
 from .report import CASES_FILE, PLOT_FILE, RESULTS_FILE, TABLE_FILE, metrics_markdown, write_cases
 
 log = logging.getLogger(__name__)
+COMMAND = "evaluate"  # what the output marker names
 DECODINGS = ("beam", "exhaustive", "grounding")
 LIST_LENGTH = max(CUTOFFS)
 
@@ -39,6 +44,8 @@ class EvaluationSettings:
     decoding: str = "beam"
     beams: int = 10
     limit: int | None = None
+    sample: int | None = None  # a seeded sample of this many users (all their cases)
+    sample_seed: int = 0
     batch_size: int = 8
     assistant: str | None = None
     guidance_scale: float = 1.0
@@ -49,16 +56,27 @@ class EvaluationSettings:
 
 
 def evaluation_cases(
-    dataset: Dataset, split: str, max_history: int, limit: int | None = None
+    dataset: Dataset,
+    split: str,
+    max_history: int,
+    limit: int | None = None,
+    sample: int | None = None,
+    sample_seed: int = 0,
 ) -> list[tuple[str, Sample]]:
     """(case id, sample) in the dataset's fixed order; a case id is "user#n" (the user's n-th
-    sample of this split), stable for a given dataset."""
+    sample of this split), stable for a given dataset. `sample` keeps the cases of a seeded
+    random sample of users (the same users for every run on the same dataset and seed)."""
+    import random
+
     seen: dict[str, int] = {}
     cases = []
-    for sample in dataset.samples(split, max_history):
-        n = seen.get(sample.user_id, 0)
-        seen[sample.user_id] = n + 1
-        cases.append((f"{sample.user_id}#{n}", sample))
+    for case in dataset.samples(split, max_history):
+        n = seen.get(case.user_id, 0)
+        seen[case.user_id] = n + 1
+        cases.append((f"{case.user_id}#{n}", case))
+    if sample is not None and sample < len(seen):
+        chosen = set(random.Random(sample_seed).sample(sorted(seen), sample))
+        cases = [(case_id, case) for case_id, case in cases if case.user_id in chosen]
     return cases[:limit] if limit is not None else cases
 
 
@@ -71,6 +89,8 @@ def _check_settings(settings: EvaluationSettings, kind: str) -> None:
         raise CftrecError("--beams and --batch-size must be at least 1")
     if settings.limit is not None and settings.limit < 1:
         raise CftrecError("--limit must be at least 1")
+    if settings.sample is not None and settings.sample < 1:
+        raise CftrecError("--sample must be at least 1")
     if settings.assistant and kind != "llm":
         raise CftrecError(f"--assistant guides LLM decoding; this run is a '{kind}' run")
     if settings.assistant and settings.decoding != "beam":
@@ -119,16 +139,21 @@ def evaluate(
     out_dir: str | Path | None,
     settings: EvaluationSettings | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict | None:
     """Evaluate a run; returns results.json's content on the main process (None elsewhere).
-    `out_dir=None` writes nothing."""
+    `out_dir=None` writes nothing; `overwrite`: see cftrec.io.check_output."""
     import torch
     from accelerate import PartialState
     from accelerate.utils import gather_object
 
-    from ..runs import load_recommender, read_run_info
+    from ..run_info import read_run_info
+    from ..runs import load_recommender
 
     settings = settings or EvaluationSettings()
+    inputs = (run_dir, data_dir, settings.assistant)
+    if out_dir is not None:
+        check_output(out_dir, COMMAND, inputs, overwrite)
     # Without a GPU, processes started by a launcher (accelerate launch --multi_gpu, torchrun)
     # join a CPU (gloo) group only when PartialState is told to use the CPU.
     state = PartialState(cpu=not torch.cuda.is_available())
@@ -147,7 +172,9 @@ def evaluate(
         warnings.append(message)
         log.warning(message)
     max_history = settings.max_history or info.get("max_history") or DEFAULT_MAX_HISTORY
-    cases = evaluation_cases(dataset, settings.split, max_history, settings.limit)
+    cases = evaluation_cases(
+        dataset, settings.split, max_history, settings.limit, settings.sample, settings.sample_seed
+    )
     if not cases:
         raise CftrecError(f"{data_dir}: no '{settings.split}' cases to evaluate")
 
@@ -185,40 +212,72 @@ def evaluate(
         elapsed_s=round(elapsed, 3),
         cases_per_s=round(len(records) / elapsed, 3) if elapsed > 0 else None,
         num_processes=state.num_processes,
+        threads=torch.get_num_threads(),  # CPU threads per process (cftrec.threads)
         warnings=warnings,
     )
     if out_dir is not None:
-        write_outputs(out_dir, results, records, dataset)
+        write_outputs(out_dir, results, records, dataset, inputs, overwrite)
     return results
 
 
+def applied_settings(settings: EvaluationSettings, kind: str) -> dict:
+    """The settings that shaped this evaluation: decoding options only for LLM runs (beams
+    not for exhaustive scoring), guidance only with an assistant, the sample seed only with a
+    sample."""
+    applied = asdict(settings)
+    unused = set()
+    if kind != "llm":
+        unused |= {"decoding", "beams", "length_penalty", "dtype", "assistant", "guidance_scale"}
+    if settings.decoding == "exhaustive":
+        unused.add("beams")
+    if not settings.assistant:
+        unused |= {"assistant", "guidance_scale"}
+    if settings.sample is None:
+        unused.add("sample_seed")
+    return {name: value for name, value in applied.items() if name not in unused}
+
+
+def _by_target(records: list[dict], cutoffs) -> dict:
+    """Metrics of the cases whose target is a warm (trained-on) item and of those whose target
+    is a cold item (held out of training); None for a group without cases."""
+    groups = {}
+    for name, cold in (("warm", False), ("cold", True)):
+        ranks = [r["rank"] for r in records if r["cold"] == cold]
+        groups[name] = {
+            "num_cases": len(ranks),
+            "metrics": mean_metrics(ranks, cutoffs) if ranks else None,
+        }
+    return groups
+
+
 def summarise(records, dataset, info, run_dir, data_dir, settings, max_history) -> dict:
-    """Ranks, metrics and settings from the per-case records (adds "rank" to each record)."""
+    """Ranks, metrics and settings from the per-case records (adds "target_title", "rank"
+    (None for a miss) and "cold" to each record)."""
     catalog = dataset.catalog
+    cold_items = dataset.cold_items
     for record in records:
         record["target_title"] = catalog.title(record["target"])
         record["rank"] = target_rank(record["titles"], record["target_title"])
+        record["cold"] = record["target"] in cold_items
     ranked = [r["titles"] for r in records]
     generations = [g for r in records for g in r.get("generations", [])]
     invalid = sum(not g["valid"] for g in generations) / len(generations) if generations else 0.0
     popularity = dataset.train_popularity()
-    list_length = max(len(t) for t in ranked)
-    if list_length < min(LIST_LENGTH, len(catalog.titles)):
-        log.warning(
-            "lists hold %d titles: metrics @K > %d count only those", list_length, list_length
-        )
+    # Metrics at K are decided only where every list holds K titles (or the whole catalogue):
+    # HR@50 of 10-title beam lists would equal HR@10, not a full ranking's HR@50.
+    list_length = min(len(t) for t in ranked)
+    cutoffs = reported_cutoffs(list_length, len(catalog.titles))
+    applied = applied_settings(settings, info["kind"])
     decoding = None
     if info["kind"] == "llm":
-        decoding = {
-            "method": settings.decoding,
-            "beams": settings.beams,
-            "length_penalty": settings.length_penalty,
-            "assistant": str(settings.assistant) if settings.assistant else None,
-            "guidance_scale": settings.guidance_scale if settings.assistant else None,
-        }
+        names = ("beams", "length_penalty", "assistant", "guidance_scale")
+        decoding = {"method": settings.decoding} | {n: applied[n] for n in names if n in applied}
     return {
         "name": Path(run_dir).name,
-        "metrics": mean_metrics([r["rank"] for r in records]),
+        "metrics": mean_metrics([r["rank"] for r in records], cutoffs),
+        "cutoffs": list(cutoffs),
+        "unavailable_cutoffs": [k for k in CUTOFFS if k not in cutoffs],
+        **({"by_target": _by_target(records, cutoffs)} if cold_items else {}),
         "num_cases": len(records),
         "invalid_rate": invalid,
         "coverage@10": coverage(ranked, len(catalog.titles), 10),
@@ -241,18 +300,23 @@ def summarise(records, dataset, info, run_dir, data_dir, settings, max_history) 
             "split": settings.split,
             "max_history": max_history,
             "limit": settings.limit,
+            "sample": settings.sample,
+            "sample_seed": settings.sample_seed,
         },  # fmt: skip
         "decoding": decoding,
-        "settings": asdict(settings),
+        "settings": applied,
         "case_ids": [r["case_id"] for r in records],
     }
 
 
-def write_outputs(out_dir, results: dict, records: list[dict], dataset: Dataset) -> None:
-    """All output files at once (temporary directory, then rename)."""
+def write_outputs(
+    out_dir, results: dict, records: list[dict], dataset: Dataset, inputs=(), overwrite=False
+) -> None:
+    """All output files at once (temporary directory, then rename; `inputs`, `overwrite`: the
+    output policy of cftrec.io.check_output)."""
     catalog = dataset.catalog
     popularity = dataset.train_popularity()
-    with atomic_directory(out_dir) as tmp:
+    with atomic_directory(out_dir, COMMAND, inputs, overwrite) as tmp:
         write_json(tmp / RESULTS_FILE, results)
         (tmp / TABLE_FILE).write_text(metrics_markdown(results, results["name"]), encoding="utf-8")
         write_cases(tmp / CASES_FILE, records)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import CftrecError
 from ..io import read_json
-from .metrics import CUTOFFS, METRICS
+from .metrics import CUTOFFS, METRICS, metric_names
 
 RESULTS_FILE = "results.json"
 CASES_FILE = "cases.jsonl"
@@ -41,26 +41,64 @@ def write_cases(path: Path, cases: list[dict]) -> None:
             handle.write(json.dumps(case, ensure_ascii=False) + "\n")
 
 
+def available_cutoffs(results: dict) -> list[int]:
+    """The cutoffs an evaluation decides. results.json files written before `cutoffs` was
+    recorded hold every cutoff: there only K up to the list length is trusted."""
+    if "cutoffs" in results:
+        return list(results["cutoffs"])
+    return [k for k in CUTOFFS if k <= results.get("list_length", max(CUTOFFS))]
+
+
+def available_metrics(results: dict) -> list[str]:
+    """Names of the metrics an evaluation decides ("ndcg@10", ...)."""
+    return [name for name in metric_names(available_cutoffs(results)) if name in results["metrics"]]
+
+
+def _not_available(results: dict) -> str | None:
+    missing = [k for k in CUTOFFS if k not in available_cutoffs(results)]
+    if not missing:
+        return None
+    return (
+        ", ".join(f"@{k}" for k in missing)
+        + f" not available: lists hold {results['list_length']} titles"
+    )
+
+
 def summary_rows(results: dict) -> list[tuple[str, str]]:
     """The non-ranking figures shown under the metric table."""
-    rows = [
-        ("cases", str(results["num_cases"])),
-        ("invalid rate", f"{results['invalid_rate']:.4f}"),
-    ]
+    cases = str(results["num_cases"])
+    groups = results.get("by_target")
+    if groups:
+        cases += " (" + ", ".join(f"{g} targets {v['num_cases']}" for g, v in groups.items()) + ")"
+    rows = [("cases", cases), ("invalid rate", f"{results['invalid_rate']:.4f}")]
     rows.append(("coverage@10", f"{results['coverage@10']:.4f}"))
     rows.append(("mean popularity@10", f"{results['mean_popularity@10']:.1f}"))
+    note = _not_available(results)
+    if note:
+        rows.append(("metrics", note))
     return rows
 
 
+def metric_rows(results: dict) -> tuple[list[int], list[tuple[str, list[str]]]]:
+    """(cutoffs, [(row label, cells)]): every metric over all cases, then, when the dataset has
+    cold items, over the warm and over the cold test targets ("n/a" for a group without cases)."""
+    cutoffs = available_cutoffs(results)
+    groups = {"": results["metrics"]}
+    groups |= {f" {g}": v["metrics"] for g, v in results.get("by_target", {}).items()}
+    rows = []
+    for metric in METRICS:
+        for suffix, values in groups.items():
+            cells = [f"{values[f'{metric}@{k}']:.4f}" if values else "n/a" for k in cutoffs]
+            rows.append((METRIC_LABELS[metric] + suffix, cells))
+    return cutoffs, rows
+
+
 def metrics_markdown(results: dict, name: str = "") -> str:
-    metrics = results["metrics"]
-    cutoffs = [k for k in CUTOFFS if f"hr@{k}" in metrics]
+    cutoffs, rows = metric_rows(results)
     lines = [f"## {name}" if name else "## Evaluation", ""]
     lines.append("| metric | " + " | ".join(f"@{k}" for k in cutoffs) + " |")
     lines.append("|---|" + "---|" * len(cutoffs))
-    for metric in METRICS:
-        values = " | ".join(f"{metrics[f'{metric}@{k}']:.4f}" for k in cutoffs)
-        lines.append(f"| {METRIC_LABELS[metric]} | {values} |")
+    lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
     lines.append("")
     lines += [f"- {label}: {value}" for label, value in summary_rows(results)]
     decoding = results.get("decoding")
@@ -72,33 +110,44 @@ def metrics_markdown(results: dict, name: str = "") -> str:
 def metrics_table(results: dict, name: str = ""):
     from rich.table import Table
 
-    metrics = results["metrics"]
-    cutoffs = [k for k in CUTOFFS if f"hr@{k}" in metrics]
+    cutoffs, rows = metric_rows(results)
     table = Table(title=name or None)
     table.add_column("metric")
     for k in cutoffs:
         table.add_column(f"@{k}", justify="right")
-    for metric in METRICS:
-        table.add_row(METRIC_LABELS[metric], *(f"{metrics[f'{metric}@{k}']:.4f}" for k in cutoffs))
-    caption = ", ".join(f"{label} {value}" for label, value in summary_rows(results))
-    table.caption = caption
+    for label, cells in rows:
+        table.add_row(label, *cells)
+    table.caption = "; ".join(f"{label} {value}" for label, value in summary_rows(results))
     return table
 
 
 def comparison_table(comparison: dict):
     from rich.table import Table
 
+    runs = comparison["runs"]
+    several = runs != {"a": 1, "b": 1}
+    pooled = f", {runs['a']} runs of A and {runs['b']} of B" if several else ""
+    caption = comparison["test"]
+    if comparison["unavailable_cutoffs"]:
+        cutoffs = ", ".join(f"@{k}" for k in comparison["unavailable_cutoffs"])
+        caption += f"; {cutoffs} not compared (not decided by both sides' lists)"
     table = Table(
         title=f"{comparison['b'] or 'B'} - {comparison['a'] or 'A'} over "
-        f"{comparison['num_cases']} paired cases",
-        caption=comparison["test"],
+        f"{comparison['num_cases']} paired cases{pooled}",
+        caption=caption,
     )
-    for column in ("metric", "A", "B", "B - A", "95% CI", "p"):
+    columns = ("metric", "A", "B", "B - A", "95% CI", "p") + (
+        ("A runs", "B runs") if several else ()
+    )
+    for column in columns:
         table.add_column(column, justify="left" if column == "metric" else "right")
     for name, row in comparison["metrics"].items():
         low, high = row["ci95"]
-        table.add_row(
+        cells = [
             name, f"{row['a']:.4f}", f"{row['b']:.4f}", f"{row['diff']:+.4f}",
             f"[{low:+.4f}, {high:+.4f}]", f"{row['p_value']:.4f}",
-        )  # fmt: skip
+        ]  # fmt: skip
+        if several:
+            cells += [" ".join(f"{v:.4f}" for v in row[f"{side}_runs"]) for side in ("a", "b")]
+        table.add_row(*cells)
     return table

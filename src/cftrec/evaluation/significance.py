@@ -4,6 +4,13 @@ Per metric: the mean difference B - A, a paired bootstrap 95% interval (cases re
 replacement, seeded), and a two-sided paired sign-flip permutation test p-value (under the null
 hypothesis each case's difference is equally likely to have either sign; Monte Carlo, seeded,
 p = (1 + #{|mean of flipped| >= |observed|}) / (1 + permutations)).
+
+Each side may be several runs (e.g. the same method trained with several seeds): a case's
+metric on a side is then its mean over that side's runs, and the test and the interval above
+run over these per-case means. The case stays the independent unit: one case scored under
+several seeds is one user, not several independent observations, so (seed, case) pairs are not
+resampled one by one (that would understate the uncertainty). The difference equals the mean
+of the per-seed differences; seed-to-seed spread shows in the per-run means.
 """
 
 from __future__ import annotations
@@ -13,7 +20,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import CftrecError
-from .metrics import case_metrics
+from .metrics import CUTOFFS, case_metrics
+from .report import available_metrics
 
 # Rows of resampled differences drawn at once: bounds memory on large case sets.
 _CHUNK_VALUES = 4_000_000
@@ -57,47 +65,86 @@ def paired_permutation_pvalue(
     return (1 + extreme) / (1 + permutations)
 
 
+Run = tuple[dict, list[dict]]  # (results.json content, cases.jsonl records)
+
+
+def _check_same_cases(runs: list[Run]) -> list[str]:
+    """The common case ids; refuses runs made on different data, splits or cases."""
+    first, first_cases = runs[0]
+    ids = [c["case_id"] for c in first_cases]
+    for results, cases in runs[1:]:
+        for key, label in (("fingerprint", "data"), ("split", "split")):
+            if results["data"][key] != first["data"][key]:
+                raise CftrecError(
+                    f"cannot compare results on different {label}: "
+                    f"{first['data'][key]} vs {results['data'][key]}"
+                )
+        other = [c["case_id"] for c in cases]
+        if other != ids:
+            raise CftrecError(
+                f"cannot compare results on different cases ({len(ids)} vs {len(other)} cases, "
+                f"{len(set(ids) ^ set(other))} not in both)"
+            )
+    return ids
+
+
+def _side_label(runs: list[Run]) -> str:
+    names = dict.fromkeys(results.get("name", "") for results, _ in runs)
+    return " + ".join(n for n in names if n)
+
+
+def compare_runs(
+    runs_a: list[Run], runs_b: list[Run], resamples: int = 10_000, seed: int = 0
+) -> dict:
+    """Per metric that every run decides: mean A, mean B, B - A, bootstrap interval, p-value;
+    several runs per side are averaged per case first (module docstring). Refuses runs made
+    on different data, splits or cases."""
+    if not runs_a or not runs_b:
+        raise CftrecError("compare needs at least one evaluation on each side")
+    ids = _check_same_cases(runs_a + runs_b)
+    names = [
+        name
+        for name in available_metrics(runs_a[0][0])
+        if all(name in available_metrics(results) for results, _ in runs_a + runs_b)
+    ]
+    compared = {int(name.split("@")[1]) for name in names}
+    per_case_a = [[case_metrics(c["rank"]) for c in cases] for _, cases in runs_a]
+    per_case_b = [[case_metrics(c["rank"]) for c in cases] for _, cases in runs_b]
+    rows = {}
+    for name in names:
+        # [runs, cases]
+        a_runs = np.array([[m[name] for m in run] for run in per_case_a])
+        b_runs = np.array([[m[name] for m in run] for run in per_case_b])
+        a, b = a_runs.mean(0), b_runs.mean(0)  # per case, averaged over each side's runs
+        low, high = paired_bootstrap_ci(a, b, resamples, seed=seed)
+        rows[name] = {
+            "a": float(a.mean()),
+            "b": float(b.mean()),
+            "diff": float(b.mean() - a.mean()),
+            "ci95": [low, high],
+            "p_value": paired_permutation_pvalue(a, b, resamples, seed=seed),
+        }
+        if len(runs_a) > 1 or len(runs_b) > 1:
+            rows[name] |= {"a_runs": a_runs.mean(1).tolist(), "b_runs": b_runs.mean(1).tolist()}
+    test = "paired sign-flip permutation (two-sided); 95% paired percentile bootstrap"
+    if len(runs_a) > 1 or len(runs_b) > 1:
+        test += "; each case's metric averaged over its side's runs, cases resampled"
+    return {
+        "a": _side_label(runs_a),
+        "b": _side_label(runs_b),
+        "runs": {"a": len(runs_a), "b": len(runs_b)},
+        "num_cases": len(ids),
+        "test": test,
+        "resamples": resamples,
+        "seed": seed,
+        "metrics": rows,
+        "unavailable_cutoffs": [k for k in CUTOFFS if k not in compared],
+    }
+
+
 def compare_results(
     results_a: dict, cases_a: list[dict], results_b: dict, cases_b: list[dict],
     resamples: int = 10_000, seed: int = 0,
 ) -> dict:  # fmt: skip
-    """Per metric: mean A, mean B, B - A, bootstrap interval, p-value. Refuses results that
-    were made on different data, splits or cases."""
-    for key, label in (("fingerprint", "data"), ("split", "split")):
-        if results_a["data"][key] != results_b["data"][key]:
-            raise CftrecError(
-                f"cannot compare results on different {label}: "
-                f"{results_a['data'][key]} vs {results_b['data'][key]}"
-            )
-    ids_a = [c["case_id"] for c in cases_a]
-    ids_b = [c["case_id"] for c in cases_b]
-    if ids_a != ids_b:
-        raise CftrecError(
-            f"cannot compare results on different cases ({len(ids_a)} vs {len(ids_b)} cases, "
-            f"{len(set(ids_a) ^ set(ids_b))} not in both)"
-        )
-    per_case_a = [case_metrics(c["rank"]) for c in cases_a]
-    per_case_b = [case_metrics(c["rank"]) for c in cases_b]
-    rows = {}
-    for name in results_a["metrics"]:
-        if name not in per_case_a[0]:
-            continue
-        a = [m[name] for m in per_case_a]
-        b = [m[name] for m in per_case_b]
-        low, high = paired_bootstrap_ci(a, b, resamples, seed=seed)
-        rows[name] = {
-            "a": float(np.mean(a)),
-            "b": float(np.mean(b)),
-            "diff": float(np.mean(b) - np.mean(a)),
-            "ci95": [low, high],
-            "p_value": paired_permutation_pvalue(a, b, resamples, seed=seed),
-        }
-    return {
-        "a": results_a.get("name", ""),
-        "b": results_b.get("name", ""),
-        "num_cases": len(ids_a),
-        "test": "paired sign-flip permutation (two-sided); 95% paired percentile bootstrap",
-        "resamples": resamples,
-        "seed": seed,
-        "metrics": rows,
-    }
+    """`compare_runs` with one run on each side."""
+    return compare_runs([(results_a, cases_a)], [(results_b, cases_b)], resamples, seed)

@@ -16,11 +16,37 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CftrecError
+from ..io import check_output, mark_output
+from ..threads import use_threads
 from .collator import COUNTERFACTUAL_PASSES
 from .loss import WEIGHTINGS
-from .run_dir import CHECKPOINTS_DIR
+from .run_dir import CHECKPOINTS_DIR, TRAIN_COMMAND
 
 SETTINGS_FILE = "settings.yaml"  # inside RUN/checkpoints: what --resume continues with
+VALIDATION_SHARE = 4  # default validation set: 1 / VALIDATION_SHARE of the train samples,
+VALIDATION_CAP = 256  # at most this many
+
+_COUNTS = (
+    "batch_size", "gradient_accumulation_steps", "max_history", "logging_steps", "lora_r",
+    "lora_alpha", "patience", "max_train_samples", "eval_steps", "max_prompt_tokens",
+    "eval_batch_size", "threads",
+)  # fmt: skip
+NUMBER_RULES = (  # (setting, integer?, valid, what valid means): checked before any work
+    *((name, True, lambda v: v >= 1, "at least 1") for name in _COUNTS),
+    *((name, True, lambda v: v >= 0, "at least 0") for name in ("warmup_steps", "seed")),
+    ("max_eval_samples", True, lambda v: v >= 0, "at least 0 (0: every validation sample)"),
+    ("max_steps", True, lambda v: v == -1 or v >= 1, "at least 1 (or -1: --epochs decides)"),
+    *((name, False, lambda v: 0 < v < math.inf, "greater than 0")
+      for name in ("epochs", "learning_rate")),
+    *((name, False, lambda v: 0 <= v < math.inf, "at least 0")
+      for name in ("alpha", "weight_decay")),
+    ("beta", False, lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("lora_dropout", False, lambda v: 0 <= v < 1, "in [0, 1)"),
+)  # fmt: skip
+OPTIONAL_NUMBERS = (  # None: a default that depends on the run
+    "max_train_samples", "max_eval_samples", "eval_steps", "max_prompt_tokens",
+    "eval_batch_size", "threads",
+)  # fmt: skip
 
 
 @dataclass
@@ -50,10 +76,11 @@ class TrainSettings:
     epochs: float = 1.0
     max_steps: int = -1
     max_train_samples: int | None = None
-    max_eval_samples: int | None = 256
+    max_eval_samples: int | None = None  # None: validation_size(); 0: every validation sample
     batch_size: int = 8
     eval_batch_size: int | None = None
     gradient_accumulation_steps: int = 1
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory
     learning_rate: float = 1e-4
     weight_decay: float = 0.0
     warmup_steps: int = 0
@@ -61,10 +88,27 @@ class TrainSettings:
     patience: int = 3
     logging_steps: int = 10
     seed: int = 42
-    threads: int | None = None  # torch CPU threads (None: torch's default)
+    threads: int | None = None  # torch CPU threads (None: cftrec.threads.default_threads)
 
     def resolved_weighting(self) -> str:
         return self.weighting or ("linear" if self.method == "cft" else "none")
+
+    def validation_size(self, train_samples: int) -> int | None:
+        """Validation samples to use (None: all). By default a quarter of the train samples, at
+        most 256: a 64-sample run should not spend half its time on validation."""
+        if self.max_eval_samples is None:
+            return min(VALIDATION_CAP, max(1, train_samples // VALIDATION_SHARE))
+        return self.max_eval_samples or None
+
+    def resolved(self, eval_samples: int, eval_steps: int) -> TrainSettings:
+        """The settings with every default that depends on the run filled in (config.yaml)."""
+        return dataclasses.replace(
+            self,
+            weighting=self.resolved_weighting(),
+            max_eval_samples=eval_samples,
+            eval_steps=eval_steps,
+            eval_batch_size=self.eval_batch_size or self.batch_size,
+        )
 
     def validate(self) -> None:
         for name, allowed in (
@@ -79,11 +123,16 @@ class TrainSettings:
                 raise CftrecError(f"--{name.replace('_', '-')} must be one of {choices}")
         if not self.data:
             raise CftrecError("--data is required (a prepared dataset directory)")
-        for name in ("batch_size", "gradient_accumulation_steps", "max_history", "logging_steps"):
-            if getattr(self, name) < 1:
-                raise CftrecError(f"--{name.replace('_', '-')} must be at least 1")
-        if not 0.0 <= self.beta <= 1.0:
-            raise CftrecError("--beta must be in [0, 1]")
+        for name, integer, valid, rule in NUMBER_RULES:
+            value = getattr(self, name)
+            if value is None and name in OPTIONAL_NUMBERS:
+                continue
+            kind = int if integer else (int, float)
+            if isinstance(value, bool) or not isinstance(value, kind) or not valid(value):
+                number = "an integer" if integer else "a number"
+                raise CftrecError(
+                    f"--{name.replace('_', '-')} must be {number} {rule}, not {value!r}"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -126,25 +175,36 @@ def _stored_base_model(spec: str) -> str:
     return str(Path(spec).resolve()) if Path(spec).exists() else spec
 
 
-def train(settings: TrainSettings, output: str | Path, resume: bool = False, log=print) -> dict:
-    """Train and write the run directory `output`; returns the summary (also in run.json)."""
+def train(
+    settings: TrainSettings,
+    output: str | Path,
+    resume: bool = False,
+    log=print,
+    overwrite: bool = False,
+) -> dict:
+    """Train and write the run directory `output`; returns the summary (also in run.json).
+    `overwrite`: see cftrec.io.check_output (a previous or interrupted train run in `output`
+    is replaced, or continued with `resume`, without it)."""
     import torch
     import yaml
     from transformers import EarlyStoppingCallback, set_seed
-    from transformers.utils import logging as hf_logging
 
     from ..data.dataset import Dataset
     from ..modeling import LoraSettings, load_model, load_tokenizer
     from ..prompts import PromptEncoder
     from .collator import CFTCollator, encode_samples
     from .run_dir import save_llm_run
+    from ..compat import checkpointing_kwargs
     from .trainer import CFTConfig, CFTTrainer
 
+    # Library log levels are left to the caller: the CLI keeps transformers quiet unless
+    # --debug (its load-time notices, e.g. "layers were not sharded", concern tensor
+    # parallelism, which cftrec does not use).
     settings.validate()
-    hf_logging.set_verbosity_warning()
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
+    model_path = settings.model if Path(settings.model).exists() else None
     output = Path(output)
+    check_output(output, TRAIN_COMMAND, (settings.data, model_path), overwrite)
+    use_threads(settings.threads)
     checkpoints = output / CHECKPOINTS_DIR
     dataset = Dataset.load(settings.data)
     set_seed(settings.seed)  # before the model: LoRA initialisation is random
@@ -165,11 +225,13 @@ def train(settings: TrainSettings, output: str | Path, resume: bool = False, log
     train_samples = _subset(
         dataset.samples("train", settings.max_history), settings.max_train_samples, settings.seed
     )
-    eval_samples = _subset(
-        dataset.samples("valid", settings.max_history), settings.max_eval_samples, settings.seed
-    )
     if not train_samples:
         raise CftrecError(f"{settings.data}: no training samples")
+    eval_samples = _subset(
+        dataset.samples("valid", settings.max_history),
+        settings.validation_size(len(train_samples)),
+        settings.seed,
+    )
     train_examples, truncated = encode_samples(train_samples, catalog, encoder)
     eval_examples, _ = encode_samples(eval_samples, catalog, encoder)
 
@@ -196,6 +258,7 @@ def train(settings: TrainSettings, output: str | Path, resume: bool = False, log
         per_device_train_batch_size=settings.batch_size,
         per_device_eval_batch_size=settings.eval_batch_size or settings.batch_size,
         gradient_accumulation_steps=settings.gradient_accumulation_steps,
+        **checkpointing_kwargs(settings.gradient_checkpointing),
         learning_rate=settings.learning_rate,
         weight_decay=settings.weight_decay,
         warmup_steps=settings.warmup_steps,
@@ -228,13 +291,15 @@ def train(settings: TrainSettings, output: str | Path, resume: bool = False, log
         data_collator=CFTCollator(
             tokenizer.pad_token_id, settings.method == "cft", settings.counterfactual_pass
         ),
-        callbacks=[EarlyStoppingCallback(settings.patience)] if has_eval else [],
+        callbacks=[_log_boundaries()]
+        + ([EarlyStoppingCallback(settings.patience)] if has_eval else []),
     )
     main_process = trainer.is_world_process_zero()
     last_checkpoint = _last_checkpoint(checkpoints) if resume else None
     if main_process:
         if resume and last_checkpoint is None:
             log(f"no checkpoint in {checkpoints}: starting from scratch")
+        mark_output(output, TRAIN_COMMAND)  # resumable: recognisably this command's folder
         if not resume and checkpoints.exists():
             shutil.rmtree(checkpoints)  # a fresh run does not continue an old one
         checkpoints.mkdir(parents=True, exist_ok=True)
@@ -249,6 +314,7 @@ def train(settings: TrainSettings, output: str | Path, resume: bool = False, log
 
     state = trainer.state
     losses = [line["loss"] for line in state.log_history if "loss" in line]
+    validation_seconds = sum(line.get("eval_runtime", 0.0) for line in state.log_history)
     summary = {
         "train_samples": len(train_examples),
         "eval_samples": len(eval_examples),
@@ -257,6 +323,7 @@ def train(settings: TrainSettings, output: str | Path, resume: bool = False, log
         "epochs": round(state.epoch or 0.0, 4),
         "tokens": trainer.tokens_seen * world,
         "seconds": round(trainer.train_seconds, 2),
+        "validation_seconds": round(validation_seconds, 2),  # part of "seconds"
         "tokens_per_second": round(trainer.tokens_seen * world / max(trainer.train_seconds, 1e-9)),
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
@@ -286,12 +353,13 @@ def train(settings: TrainSettings, output: str | Path, resume: bool = False, log
             tokenizer=tokenizer,
             info=info,
             dataset=dataset,
-            config=settings.to_dict(),
+            config=settings.resolved(len(eval_examples), eval_steps).to_dict(),
             metrics=state.log_history,
         )
         log(
             f"done: {summary['train_samples']} samples, {summary['tokens']} tokens in "
-            f"{summary['seconds']} s ({summary['tokens_per_second']} tokens/s), "
+            f"{summary['seconds']} s ({summary['tokens_per_second']} tokens/s; validation on "
+            f"{summary['eval_samples']} samples took {summary['validation_seconds']} s), "
             f"best validation loss {_fmt(summary['best_eval_loss'])} -> {output}"
         )
     trainer.accelerator.wait_for_everyone()
@@ -311,6 +379,21 @@ def _last_checkpoint(checkpoints: Path) -> Path | None:
         except (OSError, ValueError):
             continue
     return max(complete)[1] if complete else None
+
+
+def _log_boundaries():
+    """A callback that logs the first step, the last step and every validation step, whatever
+    --logging-steps says: a run shorter than --logging-steps still records its losses, and
+    the loss at the step early stopping ends on is not lost."""
+    from transformers import TrainerCallback
+
+    class LogBoundaries(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step in (1, state.max_steps) or control.should_evaluate:
+                control.should_log = True
+            return control
+
+    return LogBoundaries()
 
 
 def _quiet(*_args) -> None:

@@ -3,13 +3,18 @@
     RUN/
       run.json        kind "llm", method, base_model, lora (or null), dtype, prompt (encoder
                       config), max_history, seed, data_fingerprint, summary, ...
-      items.parquet   catalogue copy (cftrec.runs.write_run_info)
-      config.yaml     the resolved training configuration
+      items.parquet   catalogue copy (cftrec.run_info.write_run_info)
+      config.yaml     the resolved training configuration: the settings with the defaults that
+                      depend on the run filled in (weighting, max_eval_samples = validation
+                      samples used, eval_steps, eval_batch_size)
       tokenizer/      the tokenizer (save_pretrained)
       model/          full weights (safetensors), or
       adapter/        a peft LoRA adapter (safetensors) over `base_model`
-      metrics.jsonl   one JSON object per logged step: step, loss, rec, cf; eval lines carry
-                      eval_loss (the recommendation loss on the validation samples)
+      metrics.jsonl   one JSON object per logged step: step, loss, rec, cf (means since the
+                      previous logged step; logged every --logging-steps and always at the
+                      first step, the last step and each validation step); eval lines carry
+                      eval_loss (the recommendation loss on the validation samples) and
+                      eval_runtime (seconds)
 
 While training, resumable checkpoints live in RUN/checkpoints/; the finished directory is
 written into a temporary folder and renamed over RUN, so it is either complete or absent.
@@ -22,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import CftrecError
+from ..errors import CftrecError, first_line
 from ..io import atomic_directory
 from ..prompts import PromptEncoder
-from ..runs import read_run_info, write_run_info
+from ..run_info import RUN_FILE, read_run_info, write_run_info
 
 MODEL_DIR = "model"
 ADAPTER_DIR = "adapter"
@@ -33,6 +38,7 @@ TOKENIZER_DIR = "tokenizer"
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINTS_DIR = "checkpoints"
+TRAIN_COMMAND = "train"  # what the output marker of an LLM run names
 
 
 @dataclass
@@ -61,7 +67,7 @@ def save_llm_run(
     info = {"kind": "llm", **info}
     run_dir = Path(run_dir)
     # The checkpoints folder lives inside RUN while training; the finished run replaces it.
-    with atomic_directory(run_dir) as tmp:
+    with atomic_directory(run_dir, TRAIN_COMMAND) as tmp:
         write_run_info(tmp, info, dataset)
         (tmp / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         tokenizer.save_pretrained(tmp / TOKENIZER_DIR)
@@ -77,8 +83,16 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / METRICS_FILE
     if not path.exists():
         return []
+    lines = []
     with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                lines.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise CftrecError(f"{path}:{number}: bad JSON ({error.msg})") from None
+    return lines
 
 
 def load_llm_run(run_dir: str | Path, dtype: str | None = None, merge_lora: bool = True) -> LLMRun:
@@ -99,7 +113,12 @@ def load_llm_run(run_dir: str | Path, dtype: str | None = None, merge_lora: bool
         from peft import PeftModel
 
         base = load_model(info["base_model"], dtype=dtype)
-        model = PeftModel.from_pretrained(base, str(adapter))
+        try:
+            model = PeftModel.from_pretrained(base, str(adapter))
+        except Exception as error:  # peft raises many types; the user needs one line
+            raise CftrecError(
+                f"{adapter}: cannot load the LoRA adapter ({first_line(error)})"
+            ) from error
         if merge_lora:
             model = model.merge_and_unload()
     else:
@@ -108,5 +127,10 @@ def load_llm_run(run_dir: str | Path, dtype: str | None = None, merge_lora: bool
             raise CftrecError(f"{weights}: missing model weights (config.json)")
         model = load_model(str(weights), dtype=dtype)
     model.eval()
-    encoder = PromptEncoder(tokenizer, **info["prompt"])
+    try:
+        encoder = PromptEncoder(tokenizer, **info["prompt"])
+    except (TypeError, ValueError, CftrecError) as error:
+        raise CftrecError(
+            f"{run_dir / RUN_FILE}: bad 'prompt' settings ({first_line(error)})"
+        ) from None
     return LLMRun(model=model, tokenizer=tokenizer, encoder=encoder, info=info)

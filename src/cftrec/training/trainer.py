@@ -6,26 +6,29 @@ Per batch (layout in collator.py):
                        repeated over the batch, then model(x_0[-1] + y[:-1]) [B, R] -> [B, R, V];
                        or a separate short-padded pass over x_0 + y[:-1]
   loss                 cft_loss(factual, counterfactual, labels) (sft: counterfactual = None)
+The shared prefix runs with every row instead where its KV cache cannot be reused (gradient
+checkpointing) or has not been tested (FSDP, DeepSpeed): `share_prefix_cache`.
+Under gradient accumulation and several processes every batch divides by the weight totals of
+the whole optimizer step, so the loss and its gradients do not depend on how a step is split.
 The validation loss is the recommendation loss only.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 
 import torch
 from transformers import Trainer, TrainingArguments
-from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from ..compat import cache_kwargs, checkpointing, output_cache
+from ..errors import CftrecError
 from .collator import COUNTERFACTUAL_PASSES, CFTCollator
-from .loss import WEIGHTINGS, cft_loss
+from .loss import WEIGHTINGS, cft_loss, loss_denominators
 
 METHODS = ("sft", "cft")
-# transformers >= 5.x renamed `past_key_values` to `cache` (input and output).
-CACHE_KWARG = (
-    "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
-)
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -75,42 +78,82 @@ def response_logits(model, input_ids, attention_mask, width: int, cache=None):
         prefix_mask = attention_mask.new_ones((attention_mask.shape[0], past))
         attention_mask = torch.cat([prefix_mask, attention_mask], dim=1)  # [B, past + L]
     position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)[:, past:]  # [B, L]
-    kwargs = {CACHE_KWARG: cache, "use_cache": cache is not None} if cache is not None else {}
     output = model(
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=position_ids,
         logits_to_keep=width,
-        **kwargs,
+        **(cache_kwargs(cache) if cache is not None else {"use_cache": False}),
     )
     return output.logits
 
 
 def shared_prefix_cache(model, prefix_ids, batch_size: int):
     """Run the shared counterfactual prefix [1, P] once (with gradient); KV cache over B rows."""
-    output = model(input_ids=prefix_ids, use_cache=True, logits_to_keep=1)
-    cache = getattr(output, CACHE_KWARG)
+    output = model(input_ids=prefix_ids, logits_to_keep=1, **cache_kwargs(None))
+    cache = output_cache(output)
+    if cache is None:
+        raise RuntimeError(
+            "the model returned no KV cache for the shared counterfactual prefix (gradient "
+            "checkpointing turned on outside CFTConfig?): use counterfactual_pass='separate'"
+        )
     cache.batch_repeat_interleave(batch_size)  # differentiable copy: [1, H, P, D] -> [B, H, P, D]
     return cache
 
 
-def counterfactual_logits(model, batch, width: int):
-    """Counterfactual logits [B, width, V] aligned with the batch's labels."""
-    cache = None
-    if "cf_prefix_ids" in batch:
-        cache = shared_prefix_cache(model, batch["cf_prefix_ids"], batch["cf_input_ids"].shape[0])
-    return response_logits(
-        model, batch["cf_input_ids"], batch["cf_attention_mask"], width, cache=cache
-    )
+def counterfactual_logits(model, batch, width: int, share_cache: bool = True):
+    """Counterfactual logits [B, width, V] aligned with the batch's labels.
+
+    A shared-prefix batch runs its prefix once and reuses the KV cache, or, with
+    `share_cache=False` (`share_prefix_cache`), in front of every row: the
+    segment's left padding then sits between prefix and segment, masked, with positions that
+    count real tokens only (the same logits)."""
+    ids, mask = batch["cf_input_ids"], batch["cf_attention_mask"]  # [B, L]
+    if "cf_prefix_ids" not in batch:
+        return response_logits(model, ids, mask, width)
+    if share_cache:
+        cache = shared_prefix_cache(model, batch["cf_prefix_ids"], ids.shape[0])
+        return response_logits(model, ids, mask, width, cache=cache)
+    prefix = batch["cf_prefix_ids"].expand(ids.shape[0], -1)  # [B, P-1]
+    ids = torch.cat([prefix, ids], dim=1)
+    mask = torch.cat([torch.ones_like(prefix), mask], dim=1)
+    return response_logits(model, ids, mask, width)
 
 
-def batch_loss(model, batch, args: CFTConfig, counterfactual: bool = True):
-    """The CFT (or sft) loss of one collated batch: a CFTLoss."""
+def share_prefix_cache(args: CFTConfig, sharded: bool = False, notice: bool = True) -> bool:
+    """Whether the shared counterfactual prefix may run once and reuse its KV cache.
+
+    Not under gradient checkpointing (the model returns no cache), nor with FSDP or DeepSpeed
+    (`sharded`: that combination has not been run). There `counterfactual_pass="auto"` runs the
+    prefix with every example instead (the same loss; one warning unless `notice=False`), and
+    an explicit "shared_prefix" is an error."""
+    obstacle = None
+    if checkpointing(args):
+        obstacle = "gradient checkpointing turns the KV cache off"
+    elif sharded:
+        obstacle = "the shared-prefix pass is untested with FSDP and DeepSpeed"
+    if obstacle is None:
+        return True
+    if args.method == "cft" and args.counterfactual_pass == "shared_prefix":
+        raise CftrecError(f"--counterfactual-pass shared_prefix: {obstacle}; use auto or separate")
+    if args.method == "cft" and args.counterfactual_pass == "auto" and notice:
+        log.warning(
+            f"{obstacle}: the counterfactual prompt runs with every example instead of once "
+            "per batch (same loss, slower)"
+        )
+    return False
+
+
+def batch_loss(
+    model, batch, args: CFTConfig, counterfactual=True, denominators=None, share_cache=True
+):
+    """The CFT (or sft) loss of one collated batch: a CFTLoss. `denominators`: see cft_loss;
+    `share_cache`: see counterfactual_logits."""
     labels = batch["labels"]  # [B, R]
     factual = response_logits(model, batch["input_ids"], batch["attention_mask"], labels.shape[1])
     counter = None
     if counterfactual and args.method == "cft":
-        counter = counterfactual_logits(model, batch, labels.shape[1])
+        counter = counterfactual_logits(model, batch, labels.shape[1], share_cache)
     return cft_loss(
         factual,
         counter,
@@ -119,6 +162,7 @@ def batch_loss(model, batch, args: CFTConfig, counterfactual: bool = True):
         beta=args.beta,
         weighting=args.weighting,
         weight_rec_loss=args.weight_rec_loss,
+        denominators=denominators,
     )
 
 
@@ -142,19 +186,49 @@ class CFTTrainer(Trainer):
             self.data_collator = CFTCollator(
                 pad, self.args.method == "cft", self.args.counterfactual_pass
             )
-        # Our loss is a per-batch mean: let Trainer divide it by the accumulation steps.
-        self.loss_is_scaled_for_ga = False
-        self._parts: dict[str, list[float]] = {"rec": [], "cf": []}
+        # compute_loss divides by the whole step's denominators (`_get_num_items_in_batch`):
+        # Trainer (5.17 and later) then leaves the loss undivided by the accumulation steps.
+        self.model_accepts_loss_kwargs = True
+        self._parts = torch.zeros(2, dtype=torch.float64)  # rec, cf summed since the last log
+        self._steps = 0  # optimizer steps since the last log
         self.tokens_seen = 0
         self.train_seconds = 0.0
+        self.share_prefix_cache = share_prefix_cache(
+            self.args,
+            sharded=self.is_fsdp_enabled or self.is_deepspeed_enabled,
+            notice=self.is_world_process_zero(),  # one notice, not one per process
+        )
+
+    def _get_num_items_in_batch(self, batch_samples, device):
+        """The loss denominators [rec, cf] of one optimizer step: summed over its batches
+        (gradient accumulation) and processes. Trainer passes them to compute_loss."""
+        if not batch_samples:
+            return None
+        args = self.args
+        totals = sum(
+            loss_denominators(b["labels"], args.beta, args.weighting, args.weight_rec_loss)
+            for b in batch_samples
+        ).to(device)
+        self._steps += 1
+        if self.accelerator.num_processes > 1:
+            totals = self.accelerator.reduce(totals, reduction="sum")
+        return totals
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss = batch_loss(model, inputs, self.args, counterfactual=model.training)
+        loss = batch_loss(
+            model, inputs, self.args, counterfactual=model.training,
+            denominators=num_items_in_batch, share_cache=self.share_prefix_cache,
+        )  # fmt: skip
+        total = loss.total
         if model.training:
-            self._parts["rec"].append(loss.rec.detach().item())
-            self._parts["cf"].append(loss.cf.detach().item())
+            # Data-parallel backends average gradients over processes; the denominators
+            # already cover every process.
+            scale = self.accelerator.num_processes if num_items_in_batch is not None else 1
+            total = total * scale
+            parts = torch.stack([loss.rec.detach(), loss.cf.detach()]) * scale
+            self._parts += parts.double().cpu()
             self.tokens_seen += batch_tokens(inputs, self.args.method)
-        return (loss.total, None) if return_outputs else loss.total
+        return (total, None) if return_outputs else total
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Validation: the recommendation loss only."""
@@ -164,10 +238,14 @@ class CFTTrainer(Trainer):
         return loss.total.detach(), None, None
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs and self._parts["rec"]:
-            for name, values in self._parts.items():
-                logs[name] = round(sum(values) / len(values), 6)
-                values.clear()
+        """Adds `rec` and `cf` to the training-loss lines: per optimizer step, like `loss`."""
+        if "loss" in logs and self._steps:
+            parts = self._parts / self._steps
+            if self.accelerator.num_processes > 1:  # every process logs at the same steps
+                parts = self.accelerator.reduce(parts.to(self.args.device), reduction="mean")
+            logs["rec"], logs["cf"] = (round(float(v), 6) for v in parts)
+            self._parts.zero_()
+            self._steps = 0
         super().log(logs, start_time)
 
     def train(self, *args, **kwargs):

@@ -18,6 +18,7 @@ from ._common import (
     SourceData,
     items_frame,
     iter_json_lines,
+    no_records,
     parse_id,
     parse_int,
     require_fields,
@@ -60,13 +61,17 @@ def read_amazon(input_path: Path, options: ReadOptions, fields: AmazonFields) ->
             parse_id(item, reviews, number, fields.item),
             parse_int(time, reviews, number, fields.time) // fields.time_divisor,
         )
+    if not len(builder):
+        raise no_records(reviews)
     interactions = builder.frame()
     reviewed = set(interactions["item_id"].astype(str).unique())
-    items = []
-    for number, record in iter_json_lines(meta):
+    items, number = [], 0
+    for number, record in iter_json_lines(meta):  # noqa: B007 (number used after the loop)
         (item,) = require_fields(record, (fields.item,), meta, number)
         item = parse_id(item, meta, number, fields.item)
         if item in reviewed:
             title = record.get("title")
             items.append((item, title if isinstance(title, str) else ""))
+    if not number:
+        raise no_records(meta)
     return SourceData(items_frame(items), interactions, files=[str(reviews), str(meta)])

@@ -40,7 +40,30 @@ class SourceData:
     has_split: bool = False
     # True when timestamps are only positions (no real time): temporal windows do not apply.
     order_only: bool = False
-    files: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # every file read; the item file last
+
+    @property
+    def item_file(self) -> str:
+        return self.files[-1]
+
+
+def find_file(folder: Path, name: str) -> Path | None:
+    """`folder/name` or its gzipped twin `folder/name.gz`, whichever exists (None if neither);
+    both at once is ambiguous."""
+    plain, gz = folder / name, folder / f"{name}.gz"
+    if plain.exists() and gz.exists():
+        raise CftrecError(f"{folder}: both {name} and {name}.gz exist; keep one")
+    return plain if plain.exists() else gz if gz.exists() else None
+
+
+def plain_name(path: Path) -> str:
+    """The file name without a trailing .gz (what the readers match their patterns on)."""
+    return path.name[:-3] if path.name.endswith(".gz") else path.name
+
+
+def no_records(path: Path) -> InputError:
+    """The error for an input file without a single record."""
+    return InputError(path, "no records (the file is empty or holds only a header)")
 
 
 def open_binary(path: Path):
@@ -259,11 +282,10 @@ class InteractionBuilder:
 
 
 def items_frame(rows: list[tuple], extra: list[str] | None = None):
-    """Items DataFrame from (item_id, title, *extra) tuples; the first row of an id wins."""
+    """Items DataFrame from (item_id, title, *extra) tuples, in file order. Repeated item ids
+    stay: `prepare` keeps the first row of each id and counts the others."""
     import pandas as pd
 
     columns = ["item_id", "title"] + list(extra or [])
     frame = pd.DataFrame(rows, columns=columns, dtype=object)
-    if frame.empty:
-        return frame.astype(str)
-    return frame.drop_duplicates("item_id", keep="first").reset_index(drop=True)
+    return frame.astype(str) if frame.empty else frame

@@ -1,8 +1,9 @@
 """BIGRec/D3/CFT CSV files: `train_NAME.csv`, `valid_NAME.csv`, `test_NAME.csv` (whichever
 exist; `train.csv`... without a name) plus the item file `info_NAME.txt` (`title<TAB>item_id` or
-`semantic_id<TAB>title<TAB>item_id`). Each CSV row is one sample: `history_item_id` (a list
-written as a Python literal, parsed with ast.literal_eval, never eval) and `item_id`, optionally
-`user_id`, `timestamp` and `history_timestamp`.
+`semantic_id<TAB>title<TAB>item_id`), each file also gzipped (`.csv.gz`, `.txt.gz`). Each CSV
+row is one sample: `history_item_id` (a list written as a Python literal, parsed with
+ast.literal_eval, never eval) and `item_id`, optionally `user_id`, `timestamp` and
+`history_timestamp`.
 
 Per-user chronological sequences are rebuilt from the rows (file order: train, valid, test):
 the first row's history, then every row's target; each row's history must end the sequence
@@ -21,16 +22,18 @@ from ._common import (
     InteractionBuilder,
     ReadOptions,
     SourceData,
+    find_file,
     header_index,
     items_frame,
     iter_delimited,
     iter_lines,
+    no_records,
     parse_id,
     parse_int,
+    plain_name,
 )
 
 SPLITS = ("train", "valid", "test")
-CSV_PATTERN = re.compile(r"^(train|valid|test)(?:_(.+))?\.csv$")
 INFO_PATTERN = re.compile(r"^info(?:_(.+))?\.txt$")
 
 
@@ -40,7 +43,7 @@ def _files(folder: Path, name: str | None) -> tuple[dict[str, Path], Path]:
             f"{folder}: d3 input is a folder with train/valid/test CSVs and info file"
         )
     names = sorted(
-        {m.group(1) or "" for p in folder.iterdir() if (m := INFO_PATTERN.match(p.name))}
+        {m.group(1) or "" for p in folder.iterdir() if (m := INFO_PATTERN.match(plain_name(p)))}
     )
     if name is None:
         if len(names) != 1:
@@ -48,14 +51,13 @@ def _files(folder: Path, name: str | None) -> tuple[dict[str, Path], Path]:
             raise CftrecError(f"{folder}: pick the dataset with --name ({shown})")
         name = names[0]
     suffix = f"_{name}" if name else ""
-    info = folder / f"info{suffix}.txt"
-    if not info.exists():
-        raise CftrecError(f"{info}: no such file (the d3 item file)")
-    csvs = {
-        s: folder / f"{s}{suffix}.csv" for s in SPLITS if (folder / f"{s}{suffix}.csv").exists()
-    }
+    info = find_file(folder, f"info{suffix}.txt")
+    if info is None:
+        raise CftrecError(f"{folder / f'info{suffix}.txt'}: no such file (the d3 item file)")
+    csvs = {s: find_file(folder, f"{s}{suffix}.csv") for s in SPLITS}
+    csvs = {s: path for s, path in csvs.items() if path is not None}
     if not csvs:
-        raise CftrecError(f"{folder}: no train/valid/test{suffix}.csv file")
+        raise CftrecError(f"{folder}: no train/valid/test{suffix}.csv file (.gz accepted)")
     return csvs, info
 
 
@@ -76,6 +78,8 @@ def read_info(path: Path):
         item = parse_id(fields[-1], path, number, "item id")
         extra = [fields[0]] if width == 3 else []
         rows.append((item, fields[-2], *extra))
+    if not rows:
+        raise no_records(path)
     return items_frame(rows, ["semantic_id"] if width == 3 else [])
 
 
@@ -102,7 +106,7 @@ def read(input_path: Path, options: ReadOptions) -> SourceData:
         rows = iter_delimited(path, ",")
         first = next(rows, None)
         if first is None:
-            continue
+            raise no_records(path)
         header = [f.strip() for f in first[1]]
         index = header_index(
             path, header, {"history_item_id": ("history_item_id",), "item_id": ("item_id",)}
@@ -114,7 +118,8 @@ def read(input_path: Path, options: ReadOptions) -> SourceData:
                 path, "timestamp columns present in some CSV files and not in others", 1
             )
         order_only = not timed
-        for number, fields in rows:
+        number = None
+        for number, fields in rows:  # noqa: B007 (number used after the loop)
             if len(fields) != len(header):
                 raise InputError(
                     path, f"expected {len(header)} fields, found {len(fields)}", number
@@ -161,6 +166,8 @@ def read(input_path: Path, options: ReadOptions) -> SourceData:
             length[user] += 1
             tail.append(target)
             del tail[: max(0, len(tail) - 1000)]  # bounded: histories are far shorter
+        if number is None:
+            raise no_records(path)
     return SourceData(
         read_info(info),
         builder.frame(),

@@ -1,7 +1,8 @@
 """GroupLens MovieLens files, recognised by their names in the INPUT folder:
 ml-100k (`u.data` tab-separated + `u.item` `|`-separated, latin-1), ml-1m / ml-10m
 (`ratings.dat` + `movies.dat`, `::`-separated) and ml-latest / ml-latest-small / ml-20m / ml-25m
-(`ratings.csv` + `movies.csv`, with a header and CSV quoting). Titles already carry the year.
+(`ratings.csv` + `movies.csv`, with a header and CSV quoting), each also gzipped (`u.data.gz`).
+Titles already carry the year.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from ._common import (
     InteractionBuilder,
     ReadOptions,
     SourceData,
+    find_file,
     header_index,
     items_frame,
     iter_delimited,
+    no_records,
     parse_float,
     parse_id,
     parse_int,
@@ -30,11 +33,13 @@ LAYOUTS = {
 
 
 def _layout(folder: Path):
-    for layout in LAYOUTS.values():
-        if (folder / layout[0]).exists() and (folder / layout[1]).exists():
-            return layout
+    """(ratings path, items path, *the rest of the layout) of the files found in `folder`."""
+    for ratings_name, items_name, *rest in LAYOUTS.values():
+        ratings, items = find_file(folder, ratings_name), find_file(folder, items_name)
+        if ratings and items:
+            return ratings, items, *rest
     names = "; ".join(f"{r} + {i}" for r, i, *_ in LAYOUTS.values())
-    raise CftrecError(f"{folder}: no MovieLens files found (expected {names})")
+    raise CftrecError(f"{folder}: no MovieLens files found (expected {names}, .gz accepted)")
 
 
 def _records(path: Path, delimiter: str, encoding: str, header: bool, names: dict, width: int):
@@ -45,12 +50,14 @@ def _records(path: Path, delimiter: str, encoding: str, header: bool, names: dic
     if header:
         first = next(records, None)
         if first is None:
-            raise InputError(path, "empty file (expected a header)")
+            raise no_records(path)
         width = len(first[1])
         positions = list(
             header_index(path, [f.strip() for f in first[1]], names, first[0]).values()
         )
+    found = False
     for number, fields in records:
+        found = True
         if len(fields) < abs(width) or (width > 0 and len(fields) != width):
             expected = f"at least {-width}" if width < 0 else str(width)
             raise InputError(
@@ -59,12 +66,13 @@ def _records(path: Path, delimiter: str, encoding: str, header: bool, names: dic
                 number,
             )
         yield number, [fields[i] for i in positions]
+    if not found:
+        raise no_records(path)
 
 
 def read(input_path: Path, options: ReadOptions) -> SourceData:
     folder = input_path if input_path.is_dir() else input_path.parent
-    ratings_name, items_name, ratings_sep, items_sep, encoding, header = _layout(folder)
-    ratings_path, items_path = folder / ratings_name, folder / items_name
+    ratings_path, items_path, ratings_sep, items_sep, encoding, header = _layout(folder)
 
     items = []
     item_names = {"movie id": ("movieId", "movie_id", "item_id"), "title": ("title",)}

@@ -1,9 +1,10 @@
 """RecBole atomic files: `NAME.inter` and `NAME.item`, tab-separated, typed headers
 (`user_id:token`, `item_id:token`, `timestamp:float`, `movie_title:token_seq`, ...).
 
-INPUT is the folder (with --name when it holds several datasets) or the `.inter` file. When the
-item file keeps the year apart (`release_year:token`, as the MovieLens copy in the recbole
-wheel does), it is appended the way MovieLens writes titles: "Toy Story (1995)".
+INPUT is the folder (with --name when it holds several datasets) or the `.inter` file; either
+file may be gzipped (`NAME.inter.gz`). When the item file keeps the year apart
+(`release_year:token`, as the MovieLens copy in the recbole wheel does), it is appended the way
+MovieLens writes titles: "Toy Story (1995)".
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ from ._common import (
     InteractionBuilder,
     ReadOptions,
     SourceData,
+    find_file,
     items_frame,
     iter_delimited,
+    no_records,
     parse_float,
     parse_id,
     parse_int,
+    plain_name,
 )
 
 TITLE_FIELDS = ("movie_title", "title", "item_name", "name")
@@ -37,17 +41,29 @@ def _header(path: Path, fields: list[str]) -> list[str]:
 def _files(input_path: Path, name: str | None) -> tuple[Path, Path]:
     if input_path.is_file():
         inter = input_path
+        stem = Path(plain_name(inter)).stem
     else:
-        candidates = sorted(input_path.glob(f"{name}.inter" if name else "*.inter"))
-        if len(candidates) != 1:
-            found = ", ".join(p.stem for p in candidates) or "none"
+        stems = sorted(
+            {
+                plain_name(p).removesuffix(".inter")
+                for p in input_path.iterdir()
+                if plain_name(p).endswith(".inter")
+            }
+        )
+        if name is not None:
+            stems = [s for s in stems if s == name]
+        if len(stems) != 1:
+            found = ", ".join(stems) or "none"
             raise CftrecError(
                 f"{input_path}: expected one NAME.inter file (found: {found}); pass --name"
             )
-        inter = candidates[0]
-    item = inter.with_suffix(".item")
-    if not item.exists():
-        raise CftrecError(f"{item}: no such file (RecBole item file with the titles)")
+        stem = stems[0]
+        inter = find_file(input_path, f"{stem}.inter")
+    item = find_file(inter.parent, f"{stem}.item")
+    if item is None:
+        raise CftrecError(
+            f"{inter.parent / stem}.item: no such file (RecBole item file with the titles)"
+        )
     return inter, item
 
 
@@ -56,11 +72,13 @@ def _rows(path: Path):
     records = iter_delimited(path, "\t", quoted=False)
     first = next(records, None)
     if first is None:
-        raise InputError(path, "empty file (expected a typed header)")
+        raise no_records(path)
     header = _header(path, first[1])
 
     def checked():
+        found = False
         for number, fields in records:
+            found = True
             if len(fields) != len(header):
                 raise InputError(
                     path,
@@ -68,6 +86,8 @@ def _rows(path: Path):
                     number,
                 )
             yield number, fields
+        if not found:
+            raise no_records(path)
 
     return header, checked()
 
