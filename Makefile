@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export CFTREC_HOME ?= $(HOME)/.cache/cftrec
 STAMP := $(VENV)/.cftrec-installed
 
-.PHONY: install test lint demo format clean
+.PHONY: install test test-floor lint demo format clean
 
 install: $(STAMP)
 
@@ -24,6 +24,28 @@ $(STAMP): pyproject.toml
 test: install
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/python -m pytest -x -q -p no:cacheprovider
+	$(MAKE) test-floor
+
+# The oldest supported transformers (5.17.0, as on the GPU machines) in a --target folder put
+# first on PYTHONPATH, .venv for everything else; the model-touching tests run again on it.
+FLOOR := .floor/transformers-5.17.0-hub-1.33.0
+FLOOR_PACKAGES := transformers==5.17.0 huggingface-hub==1.33.0
+FLOOR_TESTS := tests/test_training_*.py tests/test_decoding_*.py tests/test_diagnostics_effects.py \
+	tests/test_recommend_cli.py tests/test_evaluation_cli.py
+# slow and no different on another transformers: kill + resume, two diagnosed runs, two
+# evaluation processes, log wording
+FLOOR_SKIP := not sigkill and not diagnose_two_runs and not two_processes_give \
+	and not tensor_parallel_notice
+
+$(FLOOR)/.installed: | $(STAMP)
+	rm -rf $(FLOOR)
+	$(BIN)/pip install --quiet --no-deps --target $(FLOOR) $(FLOOR_PACKAGES)
+	touch $@
+
+test-floor: $(FLOOR)/.installed
+	PYTHONPATH=$(FLOOR) $(BIN)/python -c "import transformers as t; assert t.__version__ == '5.17.0', t.__file__"
+	PYTHONPATH=$(FLOOR) $(BIN)/python -m pytest -x -q -p no:cacheprovider -k "$(FLOOR_SKIP)" \
+		$(FLOOR_TESTS)
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks examples
@@ -37,4 +59,4 @@ demo: install
 	$(BIN)/cftrec demo
 
 clean:
-	rm -rf $(VENV) demo
+	rm -rf $(VENV) .floor demo

@@ -214,7 +214,7 @@ def main() -> None:
         "errors": sum(r["errors"] for r in rows),
     }
     write_results(summary, args.out)
-    print(f"micro-batching gain {gain}x requests/s; errors {summary['errors']}")
+    print(f"micro-batching gain {gain}x requests/s" if gain else "", f"errors {summary['errors']}")
 
 
 def write_results(summary: dict, out: Path) -> None:
@@ -252,7 +252,12 @@ def write_results(summary: dict, out: Path) -> None:
         "The clients form a closed loop, so latency is mostly queueing: about clients / "
         "throughput. Unfinished = requests still queued or decoding when the window closed "
         "(abandoned, not errors). Machine shared with other jobs while measuring: absolute "
-        "figures are noisy; the ratio comes from one run with the configurations back to back.",
+        "figures are noisy"
+        + (
+            "; the ratio comes from one run with the configurations back to back."
+            if summary["throughput_gain"] is not None
+            else "."
+        ),
         "",
         "Reproduce: `.venv/bin/python benchmarks/bench_serving.py --clients "
         f"{s['clients']} --duration {s['duration_s']:g} --rounds {s['rounds']} --configs "

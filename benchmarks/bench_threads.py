@@ -81,7 +81,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=4)
     parser.add_argument("--beams", type=int, default=5)
+    parser.add_argument(
+        "--report", action="store_true", help="only rewrite threads.md from threads.json"
+    )
     args = parser.parse_args()
+    if args.report:
+        report = json.loads((RESULTS / "threads.json").read_text())
+        (RESULTS / "threads.md").write_text(markdown(report))
+        return
     cores = usable_cores()
     rows = []
     with tempfile.TemporaryDirectory() as folder:
@@ -108,7 +115,6 @@ def main() -> None:
                             "users_per_s": results["cases_per_s"],
                             "decode_s": results["elapsed_s"],
                             "wall_s_with_startup": round(wall, 1),
-                            "ndcg@10": results["metrics"].get("ndcg@10"),
                         }
                     )
                     print(json.dumps(rows[-1]), flush=True)
@@ -126,20 +132,36 @@ def main() -> None:
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "threads.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / "threads.md").write_text(markdown(report))
     print(markdown(report))
 
 
 def markdown(report: dict) -> str:
+    """threads.md: the settings, the table, and each configuration's speed relative to one
+    thread under the same condition."""
     lines = [
-        "| machine | --threads | threads used | busy cores before | users/s | decode s |",
-        "|---|---|---|---|---|---|",
+        "# CPU threads and evaluation speed",
+        "",
+        f"`benchmarks/bench_threads.py`, {report['date']}, {report['cores']} usable cores; "
+        f"`cftrec evaluate` of {report['model']} on {report['data']}, {report['beams']} beams. "
+        '"as is": the machine with whatever else ran on it (busy cores: the CPU use of other '
+        'processes measured just before each run); "loaded": plus one busy-loop process per '
+        "core. Raw numbers: `threads.json`.",
+        "",
+        "| machine | --threads | threads used | busy cores before | users/s | decode s | vs 1 thread |",
+        "|---|---|---|---|---|---|---|",
     ]
+    one_thread = {
+        row["condition"]: row["users_per_s"] for row in report["rows"] if row["threads_option"] == 1
+    }
     for row in report["rows"]:
+        ratio = row["users_per_s"] / one_thread[row["condition"]]
         lines.append(
             f"| {row['condition']} | {row['threads_option']} | {row['threads_used']} | "
-            f"{row['busy_cores_before']} | {row['users_per_s']:.3f} | {row['decode_s']:.1f} |"
+            f"{row['busy_cores_before']} | {row['users_per_s']:.3f} | {row['decode_s']:.1f} | "
+            f"{ratio:.2f}x |"
         )
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -28,9 +28,10 @@ def run_main(args: list[str], capsys) -> tuple[int, str, str]:
 
     from cftrec.cli import main
 
-    # The command line turns transformers' progress bars off before importing it; in this
-    # process the fixtures imported it first.
+    # The command line quiets transformers (progress bars, warnings) before importing it; in
+    # this process the fixtures imported it first.
     logging.disable_progress_bar()
+    logging.set_verbosity_error()
 
     try:
         main([str(a) for a in args])

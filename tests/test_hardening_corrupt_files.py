@@ -85,7 +85,7 @@ RUN_CASES = [
     ("pop", "run.json", _bytes(b'{"kind": "pop",'), "run.json:1: bad JSON"),
     ("pop", "run.json", _bytes(b"[1, 2]"), "run.json: expected an object of JSON, found list"),
     ("pop", "run.json", _bytes(b"\xff\xfe garbage"), "run.json: not UTF-8 text"),
-    ("pop", "run.json", _remove_key("data_fingerprint"), "run.json: missing key(s) data_fingerprint"),
+    ("pop", "run.json", _remove_key("data_fingerprint"), "missing key(s) data_fingerprint"),
     ("pop", "run.json", _json_edit(lambda v: v.update(kind="knn")), "unknown run kind 'knn'"),
     ("full", "run.json", _remove_key("prompt"), "run.json: missing key(s) prompt"),
     ("lora", "run.json", _remove_key("base_model"), "run.json: missing key(s) base_model"),
@@ -186,7 +186,9 @@ def test_device_tpu_is_refused_before_any_work(runs, tmp_path):
         (["--warmup-steps", "-3"], "--warmup-steps must be an integer at least 0"),
     ],
 )
-def test_invalid_training_numbers_are_refused_before_any_work(runs, tmp_path, capsys, extra, message):
+def test_invalid_training_numbers_are_refused_before_any_work(
+    runs, tmp_path, capsys, extra, message
+):
     run = tmp_path / "run"
     args = ["train", "--data", runs / "data", "--model", "no-such-model", "-o", run, *extra]
     code, _, err = run_main(args, capsys)  # the model is never looked at
@@ -244,7 +246,9 @@ def _load_data(folder: Path):
     cut=st.floats(0, 1),
     garbage=st.binary(max_size=64),
 )
-def test_random_truncations_and_bytes_load_or_fail_with_one_line(runs, scratch, target, cut, garbage):
+def test_random_truncations_and_bytes_load_or_fail_with_one_line(
+    runs, scratch, target, cut, garbage
+):
     """Every reader, given a truncated file with random bytes appended: it loads, or it raises
     a CftrecError naming the file on one line; never another exception."""
     folder, name, load = target

@@ -196,6 +196,23 @@ def test_interrupted_write_leaves_nothing_and_exits_130(tree, capsys, monkeypatc
     assert snapshot(tree["pop"]) == before and not leftover_temporaries(tree["raw"].parent)
 
 
+def test_interruption_between_the_two_renames_puts_the_old_output_back(tree, capsys, monkeypatch):
+    pop = tree["pop"].resolve()
+    before = snapshot(pop)
+    replace = os.replace
+
+    def interrupted_rename(source, destination):
+        name = Path(source).name
+        if Path(destination) == pop and name.endswith(".tmp") and not name.endswith(".old.tmp"):
+            raise KeyboardInterrupt  # the new output's rename: the old one has just moved aside
+        replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", interrupted_rename)
+    code, _, err = run_main(["baseline", "pop", "--data", "data", "-o", "pop"], capsys)
+    assert code == 130 and err.strip() == "interrupted"
+    assert snapshot(pop) == before and not leftover_temporaries(tree["raw"].parent)
+
+
 PAUSE_WHILE_WRITING = """
 import sys, time
 import cftrec.baselines.popularity as popularity
@@ -256,7 +273,7 @@ def template(tmp_path_factory):
 
 
 @settings(
-    max_examples=30,
+    max_examples=20,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

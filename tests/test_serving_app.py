@@ -17,6 +17,7 @@ from serving_fixtures import (
     make_pop_run,
     running_server,
 )
+from training_fixtures import one_thread  # noqa: F401 (autouse fixture)
 
 
 @pytest.fixture(scope="module")

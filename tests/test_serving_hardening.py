@@ -4,6 +4,7 @@ uploads, clients that leave, and unsafe authentication settings."""
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import socket
 import threading
 import time
@@ -143,7 +144,11 @@ def test_requests_of_clients_that_left_are_not_decoded(pop_run):
 
     service.recommend = recording
     app = create_app(service, max_wait_ms=0)
+    errors = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = errors.append
     with running_server(app) as url:
+        logging.getLogger("uvicorn.error").addHandler(handler)  # uvicorn configured it by now
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             busy = pool.submit(httpx.post, f"{url}/recommend", json={"history": ["0"]}, timeout=30)
             time.sleep(0.3)
@@ -152,8 +157,10 @@ def test_requests_of_clients_that_left_are_not_decoded(pop_run):
             assert busy.result().status_code == 200
         assert httpx.post(f"{url}/recommend", json={"history": ["2"]}).status_code == 200
         batching = httpx.get(f"{url}/health").json()["batching"]
+    logging.getLogger("uvicorn.error").removeHandler(handler)
     assert decoded == [[["0"]], [["2"]]]
     assert batching["skipped_disconnected"] == 1 and batching["requests"] == 2
+    assert [record.getMessage() for record in errors] == []  # no 500 and traceback for it
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from cftrec.modeling import LoraSettings, add_lora
 from cftrec.prompts import PromptEncoder
 from cftrec.training.collator import EncodedExample
 from cftrec.training.loss import cft_loss
-from cftrec.training.trainer import CFTConfig, CFTTrainer, share_prefix_cache
+from cftrec.training.trainer import CFTConfig, CFTTrainer, can_share_prefix_cache
 from conftest import make_tiny_llama
 from training_fixtures import TITLES, one_thread  # noqa: F401 (autouse fixture)
 
@@ -140,14 +140,17 @@ def test_shared_prefix_cache_only_where_it_works_and_was_tested(tmp_path, caplog
     def config(**options):
         return CFTConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True, **options)
 
-    assert share_prefix_cache(config()) and share_prefix_cache(config(method="sft"), sharded=True)
+    assert can_share_prefix_cache(config())
     with caplog.at_level(logging.WARNING, logger="cftrec.training.trainer"):
-        assert not share_prefix_cache(config(), sharded=True)
-        assert not share_prefix_cache(config(counterfactual_pass="separate"), sharded=True)
+        assert not can_share_prefix_cache(config(), sharded=True)
+        can_share_prefix_cache(
+            config(method="sft", counterfactual_pass="shared_prefix"), sharded=True
+        )
+        assert not can_share_prefix_cache(config(counterfactual_pass="separate"), sharded=True)
     assert ["untested with FSDP and DeepSpeed" in r.getMessage() for r in caplog.records] == [True]
     with pytest.raises(CftrecError, match="shared_prefix: the shared-prefix pass is untested"):
-        share_prefix_cache(config(counterfactual_pass="shared_prefix"), sharded=True)
+        can_share_prefix_cache(config(counterfactual_pass="shared_prefix"), sharded=True)
     with pytest.raises(CftrecError, match="shared_prefix: gradient checkpointing"):
-        share_prefix_cache(
+        can_share_prefix_cache(
             config(counterfactual_pass="shared_prefix", **checkpointing_kwargs(True))
         )

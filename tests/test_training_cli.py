@@ -172,3 +172,11 @@ def test_accelerate_two_processes(tmp_path, tiny_data, tiny_model_dir):
     # 36 samples over 2 processes x batch 4: 5 steps per epoch (one process alone: 9)
     assert info["summary"]["steps"] == 4 and info["summary"]["epochs"] == pytest.approx(0.8)
     assert Path(run / "model").is_dir() and load_llm_run(run).model is not None
+    # One process with the same batch of 8 per step: the loss is normalised over the whole
+    # step (both processes), so the same losses and gradient norms are logged.
+    alone = tmp_path / "alone"
+    main(_train_args(tiny_data, tiny_model_dir, alone, "--max-steps", "4", "--batch-size", "8"))
+    for key in ("loss", "grad_norm", "rec", "cf"):
+        two = [line[key] for line in read_metrics(run) if "loss" in line]
+        one = [line[key] for line in read_metrics(alone) if "loss" in line]
+        assert len(two) == 4 and two == pytest.approx(one, rel=1e-4), key

@@ -76,12 +76,18 @@ def test_shared_prefix_equals_plain_two_pass(tokenizer, lora):
         model, lambda: _one_by_one_loss(model, examples, 0.3, 0.25)
     )
     assert len(reference_grads) > 0
-    for mode in ("shared_prefix", "separate", "padded"):
+    # ("shared_prefix", False): the shared layout with the prefix run in front of every row
+    # (no KV cache: gradient checkpointing, FSDP, DeepSpeed)
+    for mode, share_cache in (
+        ("shared_prefix", True), ("shared_prefix", False), ("separate", True), ("padded", True)
+    ):  # fmt: skip
         batch = CFTCollator(tokenizer.pad_token_id, True, mode)(examples)
         assert ("cf_prefix_ids" in batch) == (mode == "shared_prefix")
         if mode != "padded":  # never padded to the factual length
             assert batch["cf_input_ids"].shape[1] < batch["input_ids"].shape[1]
-        loss, grads = _loss_and_grads(model, lambda b=batch: batch_loss(model, b, args))
+        loss, grads = _loss_and_grads(
+            model, lambda b=batch, s=share_cache: batch_loss(model, b, args, share_cache=s)
+        )
         for got, want in zip(
             (loss.total, loss.rec, loss.cf),
             (reference.total, reference.rec, reference.cf),

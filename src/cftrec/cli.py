@@ -356,8 +356,24 @@ def evaluate_command(
     sample: Annotated[
         int | None, typer.Option(help="A seeded random sample of N users (all their cases).")
     ] = None,
-    sample_seed: Annotated[int, typer.Option(help="Seed of --sample.")] = 0,
+    sample_seed: Annotated[int, typer.Option(help="Seed of --sample and --check-search.")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, help="Cases decoded together.")] = 8,
+    exclude_history: Annotated[
+        bool,
+        typer.Option(
+            "--exclude-history",
+            help="Remove each case's history titles from its ranking before the metrics "
+            "(beam lists are filtered, so they may hold fewer than --beams titles).",
+        ),
+    ] = False,
+    check_search: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Beam decoding: rank the whole catalogue exactly for N seeded cases and "
+            "report how often the beam's top-K differs, its recall and the score gap.",
+        ),
+    ] = None,
     assistant: Annotated[
         Path | None, typer.Option(help="D3 guidance: a sasrec/pop run on the same data.")
     ] = None,
@@ -368,7 +384,7 @@ def evaluate_command(
         float, typer.Option(help="LLM runs: beam score / length**p (0 = sum, as D3).")
     ] = 0.0,
     max_history: Annotated[
-        int | None, typer.Option(help="History window (default: the run's).")
+        int | None, typer.Option(min=1, help="History window (default: the run's).")
     ] = None,
     allow_data_mismatch: Annotated[
         bool, typer.Option(help="Evaluate on data other than the run was trained on (warns).")
@@ -398,7 +414,8 @@ def evaluate_command(
         sample_seed=sample_seed, batch_size=batch_size,
         assistant=str(assistant) if assistant else None, guidance_scale=guidance_scale,
         length_penalty=length_penalty, max_history=max_history,
-        allow_data_mismatch=allow_data_mismatch, dtype=dtype,
+        allow_data_mismatch=allow_data_mismatch, dtype=dtype, exclude_history=exclude_history,
+        check_search=check_search,
     )  # fmt: skip
     results = evaluate(run, data, out, settings, overwrite=overwrite)
     if results is None:  # not the main process

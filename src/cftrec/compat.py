@@ -37,8 +37,10 @@ def _checkpointing_field() -> str:
     from transformers import TrainingArguments
 
     fields = TrainingArguments.__dataclass_fields__
-    return "activation_checkpointing" if "activation_checkpointing" in fields else (
-        "gradient_checkpointing"
+    return (
+        "activation_checkpointing"
+        if "activation_checkpointing" in fields
+        else ("gradient_checkpointing")
     )
 
 

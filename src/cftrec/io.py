@@ -16,6 +16,7 @@ untouched. It never deletes what cftrec did not write:
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -134,7 +135,7 @@ def sweep_stale_temporaries(target: str | Path) -> list[Path]:
     target = Path(target)
     removed = []
     host = socket.gethostname()
-    for folder in target.parent.glob(f".{target.name}.*{TMP_SUFFIX}"):
+    for folder in target.parent.glob(f".{glob.escape(target.name)}.*{TMP_SUFFIX}"):
         try:
             writer = json.loads((folder / OUTPUT_MARKER).read_text(encoding="utf-8"))
             pid = int(writer["pid"]) if writer["host"] == host else None
@@ -162,22 +163,22 @@ def atomic_directory(
     target.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale_temporaries(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=TMP_SUFFIX, dir=target.parent))
+    # the old output moves aside under a name the sweep recognises, then goes
+    backup = tmp.with_name(tmp.name.removesuffix(TMP_SUFFIX) + ".old" + TMP_SUFFIX)
     try:
         os.chmod(tmp, 0o777 & ~UMASK)  # mkdtemp makes it private; outputs are meant to be shared
         _write_marker(tmp, command)
         yield tmp
         check_output(target, command, inputs, overwrite)
         if target.exists():
-            # the old output moves aside under a name the sweep recognises, then goes
-            backup = tmp.with_name(tmp.name.removesuffix(TMP_SUFFIX) + ".old" + TMP_SUFFIX)
             os.replace(target, backup)
-            os.replace(tmp, target)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        os.replace(tmp, target)
     except BaseException:
+        if backup.exists() and not target.exists():  # stopped between the two renames
+            os.replace(backup, target)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    shutil.rmtree(backup, ignore_errors=True)
 
 
 def check_output_file(

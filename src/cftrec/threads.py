@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 
-SAMPLE_SECONDS = 0.2  # how long the CPU use of other processes is measured
+SAMPLE_SECONDS = 0.1  # how long the CPU use of other processes is measured
 
 
 def usable_cores() -> list[int]:
@@ -41,13 +41,15 @@ def _cpu_times(cores: list[int]) -> tuple[int, int] | None:
 
 def busy_cores(cores: list[int], seconds: float = SAMPLE_SECONDS) -> float:
     """How many of `cores` other processes keep busy: their use over `seconds` (Linux: from
-    /proc/stat while this process sleeps), else the 1-minute load average."""
-    before = _cpu_times(cores)
+    /proc/stat, less this process's own), else the 1-minute load average."""
+    before, own, start = _cpu_times(cores), time.process_time(), time.monotonic()
     if before is not None:
         time.sleep(seconds)
         after = _cpu_times(cores)
+        own, wall = time.process_time() - own, time.monotonic() - start
         if after is not None and after[1] > before[1]:
-            return len(cores) * (after[0] - before[0]) / (after[1] - before[1])
+            busy = len(cores) * (after[0] - before[0]) / (after[1] - before[1])
+            return max(0.0, busy - own / wall)
     try:
         return min(float(len(cores)), os.getloadavg()[0])
     except (AttributeError, OSError):

@@ -84,8 +84,9 @@ def title_embeddings_key(model, titles: Sequence[str], responses: Sequence[Seque
     for volatile in ("transformers_version", "_name_or_path"):
         config.pop(volatile, None)
     digest = hashlib.sha256(
-        json.dumps([list(titles), [list(r) for r in responses], type(model).__name__, config])
-        .encode()
+        json.dumps(
+            [list(titles), [list(r) for r in responses], type(model).__name__, config]
+        ).encode()
     )
     samples = []
     for name, param in model.named_parameters():

@@ -2,6 +2,15 @@
 
 Cases are the `split` samples of the dataset in a fixed order (optionally those of a seeded
 sample of `sample` users, and then the first `limit`).
+
+With `exclude_history` the titles of a case's history are removed from its ranking before the
+metrics (the protocol of most published SASRec/TIGER evaluations; a target that repeats a
+history title then counts as a miss): lists that rank as far as asked (popularity, SASRec,
+exhaustive scoring, grounding) are asked for that many more titles, so they still hold
+LIST_LENGTH titles, as if the history titles had been masked before ranking; a beam list only
+loses them, so it may hold fewer than `beams` titles, and the cutoffs reported follow the
+shortest list. `check_search` N measures the search error of beam decoding on a seeded sample
+of N cases against the exact ranking (search_check.py).
 Under `accelerate launch` (or torchrun) the cases are split across processes in contiguous
 shards and gathered on the main process, which computes the metrics and writes the output
 directory. (On a CPU-only machine, `accelerate launch --cpu --num_processes N` starts N processes
@@ -12,7 +21,8 @@ works there too, the processes then joining a gloo group.)
                   length, every K for lists of the whole catalogue; the others are listed under
                   unavailable_cutoffs), num_cases, invalid_rate, coverage, popularity, run and
                   data fingerprints, the settings that applied, case ids; with cold items in
-                  the dataset, by_target: the metrics of warm and of cold test targets
+                  the dataset, by_target: the metrics of warm and of cold test targets;
+                  with check_search, search_check
   results.md      the metric table
   cases.jsonl     one line per case (fields in README, "Evaluation outputs")
   popularity.png  popularity of recommended titles vs histories and targets
@@ -28,9 +38,16 @@ from pathlib import Path
 from ..data.dataset import DEFAULT_MAX_HISTORY, Dataset, Sample
 from ..errors import CftrecError
 from ..io import atomic_directory, check_output, write_json
-from .metrics import CUTOFFS, coverage, mean_metrics, reported_cutoffs, target_rank
+from .metrics import CUTOFFS, coverage, decided_cutoffs, mean_metrics, target_rank
 from .popularity import mean_popularity, plot_popularity
 from .report import CASES_FILE, PLOT_FILE, RESULTS_FILE, TABLE_FILE, metrics_markdown, write_cases
+from .search_check import (
+    case_check,
+    checked_case_ids,
+    exact_scores,
+    search_cutoffs,
+    summarise_checks,
+)
 
 log = logging.getLogger(__name__)
 COMMAND = "evaluate"  # what the output marker names
@@ -53,6 +70,8 @@ class EvaluationSettings:
     max_history: int | None = None
     allow_data_mismatch: bool = False
     dtype: str | None = None
+    exclude_history: bool = False  # remove the history's titles from each ranking
+    check_search: int | None = None  # measure beam search error on this many seeded cases
 
 
 def evaluation_cases(
@@ -95,41 +114,75 @@ def _check_settings(settings: EvaluationSettings, kind: str) -> None:
         raise CftrecError(f"--assistant guides LLM decoding; this run is a '{kind}' run")
     if settings.assistant and settings.decoding != "beam":
         raise CftrecError("--assistant works with --decoding beam only")
+    if settings.check_search is not None:
+        if settings.check_search < 1:
+            raise CftrecError("--check-search must be at least 1")
+        if kind != "llm" or settings.decoding != "beam":
+            raise CftrecError(
+                "--check-search measures the search error of beam decoding: use it with an "
+                f"LLM run and --decoding beam (this is a '{kind}' run"
+                + (f" with --decoding {settings.decoding})" if kind == "llm" else ")")
+            )
 
 
-def _decode_cases(recommender, kind, cases, settings, assistant, progress) -> list[dict]:
-    """Recommend for `cases` in batches -> one record per case (not yet ranked)."""
+def _decode_cases(recommender, kind, cases, settings, assistant, checked, progress) -> list[dict]:
+    """Recommend for `cases` in batches -> one record per case (not yet ranked); the cases
+    whose id is in `checked` get a "search_check" (their beam list against the exact one)."""
     from tqdm.auto import tqdm
 
+    catalog = recommender.catalog
+    beam = kind == "llm" and settings.decoding == "beam"
+    cutoffs = search_cutoffs(settings.beams, len(catalog.titles))
     records = []
     starts = range(0, len(cases), settings.batch_size)
     for start in tqdm(starts, desc="evaluating", unit="batch", disable=not progress):
         batch = cases[start : start + settings.batch_size]
         histories = [list(sample.history) for _, sample in batch]
+        excluded = [
+            set(catalog.titles_for(history)) if settings.exclude_history else set()
+            for history in histories
+        ]
+        # A list that ranks as far as asked still holds LIST_LENGTH titles once the excluded
+        # ones are removed; a beam list of `beams` titles only loses them.
+        k = LIST_LENGTH + (0 if beam else max(map(len, excluded)))
         generations = None
         if kind == "llm":
             decoded = recommender.decode(
-                histories, k=LIST_LENGTH, num_beams=settings.beams, method=settings.decoding,
+                histories, k=k, num_beams=settings.beams, method=settings.decoding,
                 batch_size=settings.batch_size, assistant=assistant,
                 guidance_scale=settings.guidance_scale,
             )  # fmt: skip
             lists, generations = decoded.recommendations, decoded.generations or None
         else:
-            lists = recommender.recommend(histories, k=LIST_LENGTH)
+            lists = recommender.recommend(histories, k=k)
         for row, ((case_id, sample), recs) in enumerate(zip(batch, lists, strict=True)):
+            kept = [r for r in recs if r.title not in excluded[row]][:LIST_LENGTH]
             record = {
                 "case_id": case_id,
                 "user_id": sample.user_id,
                 "history": list(sample.history),
                 "target": sample.target,
-                "titles": [r.title for r in recs],
-                "scores": [round(r.score, 6) for r in recs],
+                "titles": [r.title for r in kept],
+                "scores": [round(r.score, 6) for r in kept],
             }
             if generations is not None:
                 record["generations"] = [
                     {"text": text, "valid": valid} for text, valid in generations[row]
                 ]
             records.append(record)
+        rows = [row for row, (case_id, _) in enumerate(batch) if case_id in checked]
+        if rows:
+            began = time.perf_counter()
+            exact = exact_scores(
+                recommender, [histories[r] for r in rows], assistant, settings.guidance_scale
+            )
+            seconds = (time.perf_counter() - began) / len(rows)
+            for row, scores in zip(rows, exact, strict=True):
+                found = [catalog.index_of_title[r.title] for r in lists[row]]
+                check = case_check(found, scores, cutoffs)
+                check["exact_top"] = [catalog.titles[t] for t in check["exact_top"]]
+                check["exact_s"] = round(seconds, 3)
+                records[len(records) - len(batch) + row]["search_check"] = check
     return records
 
 
@@ -194,12 +247,18 @@ def evaluate(
         if not hasattr(assistant, "title_log_probs"):
             raise CftrecError(f"{settings.assistant}: this run kind cannot act as an assistant")
 
+    checked = set()
+    if settings.check_search is not None:
+        # the same seed as --sample: one seed for every choice of cases
+        ids = [case_id for case_id, _ in cases]
+        checked = checked_case_ids(ids, settings.check_search, settings.sample_seed)
     start = time.perf_counter()
     with state.split_between_processes(list(range(len(cases)))) as mine:
         shard = [cases[i] for i in mine]
         records = _decode_cases(
-            recommender, kind, shard, settings, assistant, progress and state.is_main_process
-        )
+            recommender, kind, shard, settings, assistant, checked,
+            progress and state.is_main_process,
+        )  # fmt: skip
     records = gather_object(records) if state.num_processes > 1 else records
     elapsed = time.perf_counter() - start
     if not state.is_main_process:
@@ -223,7 +282,7 @@ def evaluate(
 def applied_settings(settings: EvaluationSettings, kind: str) -> dict:
     """The settings that shaped this evaluation: decoding options only for LLM runs (beams
     not for exhaustive scoring), guidance only with an assistant, the sample seed only with a
-    sample."""
+    sample or a search check, the search check only when asked for."""
     applied = asdict(settings)
     unused = set()
     if kind != "llm":
@@ -232,8 +291,10 @@ def applied_settings(settings: EvaluationSettings, kind: str) -> dict:
         unused.add("beams")
     if not settings.assistant:
         unused |= {"assistant", "guidance_scale"}
-    if settings.sample is None:
+    if settings.sample is None and settings.check_search is None:
         unused.add("sample_seed")
+    if settings.check_search is None:
+        unused.add("check_search")
     return {name: value for name, value in applied.items() if name not in unused}
 
 
@@ -263,16 +324,25 @@ def summarise(records, dataset, info, run_dir, data_dir, settings, max_history) 
     generations = [g for r in records for g in r.get("generations", [])]
     invalid = sum(not g["valid"] for g in generations) / len(generations) if generations else 0.0
     popularity = dataset.train_popularity()
-    # Metrics at K are decided only where every list holds K titles (or the whole catalogue):
-    # HR@50 of 10-title beam lists would equal HR@10, not a full ranking's HR@50.
+    # Metrics at K are decided only where every list holds K titles (or every title it may
+    # rank: the catalogue, less the history's titles when they are excluded): HR@50 of
+    # 10-title beam lists would equal HR@10, not a full ranking's HR@50.
+    num_titles = len(catalog.titles)
+    excluded = [
+        set(catalog.titles_for(r["history"])) if settings.exclude_history else set()
+        for r in records
+    ]
     list_length = min(len(t) for t in ranked)
-    cutoffs = reported_cutoffs(list_length, len(catalog.titles))
+    cutoffs = decided_cutoffs(
+        (len(r["titles"]), num_titles - len(gone))
+        for r, gone in zip(records, excluded, strict=True)
+    )
     applied = applied_settings(settings, info["kind"])
     decoding = None
     if info["kind"] == "llm":
         names = ("beams", "length_penalty", "assistant", "guidance_scale")
         decoding = {"method": settings.decoding} | {n: applied[n] for n in names if n in applied}
-    return {
+    results = {
         "name": Path(run_dir).name,
         "metrics": mean_metrics([r["rank"] for r in records], cutoffs),
         "cutoffs": list(cutoffs),
@@ -307,6 +377,31 @@ def summarise(records, dataset, info, run_dir, data_dir, settings, max_history) 
         "settings": applied,
         "case_ids": [r["case_id"] for r in records],
     }
+    if settings.exclude_history:
+        beam = info["kind"] == "llm" and settings.decoding == "beam"
+        how = (
+            f"removed from each beam list after the search: a list may hold fewer than "
+            f"{settings.beams} titles"
+            if beam
+            else "masked before ranking"
+        )
+        results["exclude_history"] = {
+            "note": f"the titles of each case's history are {how}",
+            "targets_in_history": sum(
+                r["target_title"] in gone for r, gone in zip(records, excluded, strict=True)
+            ),  # misses by this protocol
+        }
+    checked = [r for r in records if "search_check" in r]
+    if checked:
+        checks = [r["search_check"] for r in checked]
+        results["search_check"] = summarise_checks(
+            checks, search_cutoffs(settings.beams, num_titles)
+        ) | {
+            "seed": settings.sample_seed,
+            "exact_s": round(sum(c["exact_s"] for c in checks), 3),
+            "case_ids": [r["case_id"] for r in checked],
+        }
+    return results
 
 
 def write_outputs(

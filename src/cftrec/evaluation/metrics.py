@@ -6,7 +6,8 @@ when the target is not in the list. Then, for a cutoff K:
     NDCG@K = 1 / log2(rank + 1) if rank <= K else 0   (one relevant item: IDCG = 1)
 
 A list of L titles decides HR@K and NDCG@K only for K <= L, unless it ranks the whole catalogue:
-`reported_cutoffs` gives the cutoffs a list length supports, and only those are reported.
+`reported_cutoffs` gives the cutoffs a list length supports (`decided_cutoffs`: those every
+case's list supports), and only those are reported.
 """
 
 from __future__ import annotations
@@ -44,6 +45,15 @@ def reported_cutoffs(list_length: int, num_titles: int) -> tuple[int, ...]:
     if list_length >= num_titles:
         return CUTOFFS
     return tuple(k for k in CUTOFFS if k <= list_length)
+
+
+def decided_cutoffs(lists: Iterable[tuple[int, int]]) -> tuple[int, ...]:
+    """The cutoffs that every list decides, from (list length, number of titles the list may
+    rank) per case: the catalogue, or less when some titles are excluded from a ranking."""
+    decided = set(CUTOFFS)
+    for length, rankable in lists:
+        decided &= set(reported_cutoffs(length, rankable))
+    return tuple(k for k in CUTOFFS if k in decided)
 
 
 METRICS = {"ndcg": ndcg_at, "hr": hit_at}

@@ -76,7 +76,28 @@ def summary_rows(results: dict) -> list[tuple[str, str]]:
     note = _not_available(results)
     if note:
         rows.append(("metrics", note))
+    exclusion = results.get("exclude_history")
+    if exclusion:
+        rows.append(
+            ("history excluded", f"{exclusion['note']}; {exclusion['targets_in_history']} "
+             "targets were history titles (misses)")
+        )  # fmt: skip
+    check = results.get("search_check")
+    if check:
+        rows.append(("search error", _search_error(check)))
     return rows
+
+
+def _search_error(check: dict) -> str:
+    """One line: how often beam search missed the exact top K, its recall, the score gap."""
+    cutoffs = check["cutoffs"]
+    differs = ", ".join(f"@{k} {check[f'differs@{k}']:.0%}" for k in cutoffs)
+    recall = ", ".join(f"@{k} {check[f'recall@{k}']:.3f}" for k in cutoffs)
+    return (
+        f"{check['num_cases']} cases ranked exactly; beam top-K differs {differs}; "
+        f"exact top-K recall {recall}; score gap mean {check['score_gap_mean']:.4f}, "
+        f"max {check['score_gap_max']:.4f}"
+    )
 
 
 def metric_rows(results: dict) -> tuple[list[int], list[tuple[str, list[str]]]]:

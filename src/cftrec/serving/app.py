@@ -313,13 +313,15 @@ async def _until_disconnected(request: Request, work):
     watcher = asyncio.ensure_future(client_gone())
     try:
         await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # this request itself is cancelled (shutdown timeout)
+        task.cancel()
+        raise
     finally:
         watcher.cancel()
-        if not task.done():
-            task.cancel()
-    if task.cancelled():
-        raise _ClientGone
-    return task.result()
+    if task.done():
+        return task.result()
+    task.cancel()
+    raise _ClientGone
 
 
 def create_app(

@@ -189,12 +189,12 @@ def train(
     import yaml
     from transformers import EarlyStoppingCallback, set_seed
 
+    from ..compat import checkpointing_kwargs
     from ..data.dataset import Dataset
     from ..modeling import LoraSettings, load_model, load_tokenizer
     from ..prompts import PromptEncoder
     from .collator import CFTCollator, encode_samples
     from .run_dir import save_llm_run
-    from ..compat import checkpointing_kwargs
     from .trainer import CFTConfig, CFTTrainer
 
     # Library log levels are left to the caller: the CLI keeps transformers quiet unless

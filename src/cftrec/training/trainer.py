@@ -7,7 +7,7 @@ Per batch (layout in collator.py):
                        or a separate short-padded pass over x_0 + y[:-1]
   loss                 cft_loss(factual, counterfactual, labels) (sft: counterfactual = None)
 The shared prefix runs with every row instead where its KV cache cannot be reused (gradient
-checkpointing) or has not been tested (FSDP, DeepSpeed): `share_prefix_cache`.
+checkpointing) or has not been tested (FSDP, DeepSpeed): `can_share_prefix_cache`.
 Under gradient accumulation and several processes every batch divides by the weight totals of
 the whole optimizer step, so the loss and its gradients do not depend on how a step is split.
 The validation loss is the recommendation loss only.
@@ -105,9 +105,9 @@ def counterfactual_logits(model, batch, width: int, share_cache: bool = True):
     """Counterfactual logits [B, width, V] aligned with the batch's labels.
 
     A shared-prefix batch runs its prefix once and reuses the KV cache, or, with
-    `share_cache=False` (`share_prefix_cache`), in front of every row: the
-    segment's left padding then sits between prefix and segment, masked, with positions that
-    count real tokens only (the same logits)."""
+    `share_cache=False` (`can_share_prefix_cache`), in front of every row: the segment's left
+    padding then sits between prefix and segment, masked, with positions that count real
+    tokens only (the same logits)."""
     ids, mask = batch["cf_input_ids"], batch["cf_attention_mask"]  # [B, L]
     if "cf_prefix_ids" not in batch:
         return response_logits(model, ids, mask, width)
@@ -120,7 +120,7 @@ def counterfactual_logits(model, batch, width: int, share_cache: bool = True):
     return response_logits(model, ids, mask, width)
 
 
-def share_prefix_cache(args: CFTConfig, sharded: bool = False, notice: bool = True) -> bool:
+def can_share_prefix_cache(args: CFTConfig, sharded: bool = False, notice: bool = True) -> bool:
     """Whether the shared counterfactual prefix may run once and reuse its KV cache.
 
     Not under gradient checkpointing (the model returns no cache), nor with FSDP or DeepSpeed
@@ -193,7 +193,7 @@ class CFTTrainer(Trainer):
         self._steps = 0  # optimizer steps since the last log
         self.tokens_seen = 0
         self.train_seconds = 0.0
-        self.share_prefix_cache = share_prefix_cache(
+        self.share_prefix_cache = can_share_prefix_cache(
             self.args,
             sharded=self.is_fsdp_enabled or self.is_deepspeed_enabled,
             notice=self.is_world_process_zero(),  # one notice, not one per process
