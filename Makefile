@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 
 test: install
 	$(BIN)/ruff check src tests benchmarks examples
-	$(BIN)/python -m pytest -x -q -p no:cacheprovider
+	$(BIN)/python -m pytest -x -q -p no:cacheprovider -m "not floor"
 	$(MAKE) test-floor
 
 # The oldest supported transformers (5.17.0, as on the GPU machines) in a --target folder put
@@ -31,7 +31,7 @@ test: install
 FLOOR := .floor/transformers-5.17.0-hub-1.33.0
 FLOOR_PACKAGES := transformers==5.17.0 huggingface-hub==1.33.0
 FLOOR_TESTS := tests/test_training_*.py tests/test_decoding_*.py tests/test_diagnostics_effects.py \
-	tests/test_recommend_cli.py tests/test_evaluation_cli.py
+	tests/test_recommend_cli.py tests/test_evaluation_cli.py tests/test_gpu_script.py
 # slow and no different on another transformers: kill + resume, two diagnosed runs, two
 # evaluation processes, log wording
 FLOOR_SKIP := not sigkill and not diagnose_two_runs and not two_processes_give \

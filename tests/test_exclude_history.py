@@ -201,3 +201,14 @@ def test_masked_lists_keep_their_full_length(setup, monkeypatch):
     # @3 is decided only where a list holds every title left to rank: not everywhere here
     assert any(len(TITLES) - len(set(dataset.catalog.titles_for(c["history"]))) > 2 for c in cases)
     assert results["cutoffs"] == [1]
+
+
+def test_compare_refuses_mixing_protocols(setup, capsys):
+    base, data, _ = setup
+    _, _, plain = evaluate(base, data, "pop", "pop-plain")
+    _, _, excluded = evaluate(base, data, "pop", "pop-excluded", "--exclude-history")
+    capsys.readouterr()  # the evaluations' progress
+    assert run(["compare", str(plain), str(excluded)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--exclude-history" in err and len(err.splitlines()) == 1
+    assert run(["compare", str(excluded), str(excluded)]) == 0

@@ -84,6 +84,7 @@ def cftrec(*args):
 
 
 @pytest.mark.slow
+@pytest.mark.floor  # the GPU machines' versions are the ones that matter here
 def test_two_calls_and_report_at_tiny_size(tmp_path, tokenizer):
     """call 1 (smoke) and call 2 (main, with guidance by an assistant run), then the report."""
     from cftrec.assets import movielens_100k_cache

@@ -120,9 +120,10 @@ def assert_check(results, cases, exact, cutoffs):
         assert top == sorted(scores, key=scores.get, reverse=True)[: len(top)]
 
 
-def test_one_beam_errs_and_the_check_equals_brute_force(setup):
+def test_one_beam_errs_and_the_check_equals_brute_force(setup, capsys):
     base, data, dataset = setup
     results, cases = evaluate(base, data, "one-beam", "--beams", "1", "--check-search", "10")
+    assert "search error: 10 cases ranked exactly; beam top-K differs @1" in capsys.readouterr().out
     exact = brute_force(base / "llm", dataset, checked(results, cases))
     assert_check(results, cases, exact, cutoffs=(1,))
     check = results["search_check"]

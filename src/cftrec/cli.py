@@ -370,8 +370,9 @@ def evaluate_command(
         int | None,
         typer.Option(
             min=1,
-            help="Beam decoding: rank the whole catalogue exactly for N seeded cases and "
-            "report how often the beam's top-K differs, its recall and the score gap.",
+            help="Beam decoding: also rank the whole catalogue exactly (exhaustive scoring, "
+            "about 80 CPU-seconds per case on MovieLens-100k with SmolLM2-135M) for N seeded "
+            "cases; report how often the beam's top-K differs, its recall and the score gap.",
         ),
     ] = None,
     assistant: Annotated[

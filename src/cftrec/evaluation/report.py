@@ -65,7 +65,11 @@ def _not_available(results: dict) -> str | None:
 
 
 def summary_rows(results: dict) -> list[tuple[str, str]]:
-    """The non-ranking figures shown under the metric table."""
+    """The non-ranking figures shown under the metric table, then the protocol notes."""
+    return _figure_rows(results) + protocol_rows(results)
+
+
+def _figure_rows(results: dict) -> list[tuple[str, str]]:
     cases = str(results["num_cases"])
     groups = results.get("by_target")
     if groups:
@@ -76,6 +80,12 @@ def summary_rows(results: dict) -> list[tuple[str, str]]:
     note = _not_available(results)
     if note:
         rows.append(("metrics", note))
+    return rows
+
+
+def protocol_rows(results: dict) -> list[tuple[str, str]]:
+    """History exclusion and search check, when they applied (long: a line each)."""
+    rows = []
     exclusion = results.get("exclude_history")
     if exclusion:
         rows.append(
@@ -138,8 +148,14 @@ def metrics_table(results: dict, name: str = ""):
         table.add_column(f"@{k}", justify="right")
     for label, cells in rows:
         table.add_row(label, *cells)
-    table.caption = "; ".join(f"{label} {value}" for label, value in summary_rows(results))
-    return table
+    table.caption = "; ".join(f"{label} {value}" for label, value in _figure_rows(results))
+    protocol = protocol_rows(results)
+    if not protocol:
+        return table
+    from rich.console import Group
+    from rich.text import Text
+
+    return Group(table, *(Text(f"{label}: {value}") for label, value in protocol))
 
 
 def comparison_table(comparison: dict):

@@ -79,6 +79,10 @@ def _check_same_cases(runs: list[Run]) -> list[str]:
                     f"cannot compare results on different {label}: "
                     f"{first['data'][key]} vs {results['data'][key]}"
                 )
+        if _excludes_history(results) != _excludes_history(first):
+            raise CftrecError(
+                "cannot compare results with and without --exclude-history (different protocols)"
+            )
         other = [c["case_id"] for c in cases]
         if other != ids:
             raise CftrecError(
@@ -86,6 +90,11 @@ def _check_same_cases(runs: list[Run]) -> list[str]:
                 f"{len(set(ids) ^ set(other))} not in both)"
             )
     return ids
+
+
+def _excludes_history(results: dict) -> bool:
+    # results.json files written before the option existed never excluded history
+    return bool(results.get("settings", {}).get("exclude_history", False))
 
 
 def _side_label(runs: list[Run]) -> str:
@@ -98,7 +107,7 @@ def compare_runs(
 ) -> dict:
     """Per metric that every run decides: mean A, mean B, B - A, bootstrap interval, p-value;
     several runs per side are averaged per case first (module docstring). Refuses runs made
-    on different data, splits or cases."""
+    on different data, splits or cases, or with and without history exclusion."""
     if not runs_a or not runs_b:
         raise CftrecError("compare needs at least one evaluation on each side")
     ids = _check_same_cases(runs_a + runs_b)
