@@ -21,8 +21,9 @@ from collections.abc import Sequence
 import torch
 
 SEARCH_CUTOFFS = (1, 5, 10)
-# Scores of the two searches agree to about 1e-5 (float32 sums over ~30 tokens)
-SCORE_TOLERANCE = 1e-4
+# Float32 sums of up to ~30 token log-probs: beam search and exhaustive scoring give the same
+# title scores that differ by up to 1.6e-4 on SmolLM2-135M (benchmarks/results/search_error.md)
+SCORE_TOLERANCE = 1e-3
 
 
 def checked_case_ids(case_ids: Sequence[str], count: int, seed: int) -> set[str]:
