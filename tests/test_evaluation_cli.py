@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from cftrec.cli import main
 from cftrec.io import OUTPUT_MARKER
 from conftest import make_tiny_llama
-from training_fixtures import TITLES, write_tiny_dataset
+from training_fixtures import TITLES, run_cli, save_untrained_llm_run, write_tiny_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,28 +22,13 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, tokenizer):
     from cftrec.data.dataset import Dataset
-    from cftrec.prompts import PromptEncoder
-    from cftrec.training.run_dir import save_llm_run
 
     base = tmp_path_factory.mktemp("evaluation")
     data = write_tiny_dataset(base / "data", users=10)
     dataset = Dataset.load(data)
-    info = {"method": "sft", "prompt": PromptEncoder(tokenizer).config(), "max_history": 10,
-            "dtype": "float32", "lora": None, "base_model": "tiny"}  # fmt: skip
-    save_llm_run(
-        base / "llm", model=make_tiny_llama(tokenizer, seed=2), tokenizer=tokenizer, info=info,
-        dataset=dataset, config={}, metrics=[],
-    )  # fmt: skip
+    save_untrained_llm_run(base / "llm", make_tiny_llama(tokenizer, seed=2), tokenizer, dataset)
     run_cli(["baseline", "pop", "--data", str(data), "-o", str(base / "pop")])
     return base, data, dataset
-
-
-def run_cli(args):
-    try:
-        main(args)
-    except SystemExit as exit_:
-        return exit_.code
-    return 0
 
 
 def evaluate(base, data, run, name, *extra):

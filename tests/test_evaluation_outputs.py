@@ -11,8 +11,8 @@ import math
 import pandas as pd
 import pytest
 
-from cftrec.cli import main
 from conftest import make_tiny_llama
+from training_fixtures import run_cli, save_untrained_llm_run
 
 NUM_TITLES = 60
 COLD = {"55", "56", "57", "58", "59"}  # never trained on; the test targets of u0, u1, u2
@@ -45,29 +45,14 @@ def write_catalogue_dataset(out_dir, cold: bool):
     return write_dataset(out_dir, items, interactions, {"source": "synthetic"})
 
 
-def run_cli(args):
-    try:
-        main(args)
-    except SystemExit as exit_:
-        return exit_.code
-    return 0
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, tokenizer):
     from cftrec.data.dataset import Dataset
-    from cftrec.prompts import PromptEncoder
-    from cftrec.training.run_dir import save_llm_run
 
     base = tmp_path_factory.mktemp("outputs")
     data = write_catalogue_dataset(base / "data", cold=False)
     dataset = Dataset.load(data)
-    info = {"method": "sft", "prompt": PromptEncoder(tokenizer).config(), "max_history": 10,
-            "dtype": "float32", "lora": None, "base_model": "tiny"}  # fmt: skip
-    save_llm_run(
-        base / "llm", model=make_tiny_llama(tokenizer, seed=3), tokenizer=tokenizer, info=info,
-        dataset=dataset, config={}, metrics=[],
-    )  # fmt: skip
+    save_untrained_llm_run(base / "llm", make_tiny_llama(tokenizer, seed=3), tokenizer, dataset)
     assert run_cli(["baseline", "pop", "--data", str(data), "-o", str(base / "pop")]) == 0
     return base, data, dataset
 

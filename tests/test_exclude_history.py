@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 import torch
 
-from cftrec.cli import main
 from cftrec.decoding.recommender import Recommender
 from conftest import make_tiny_llama
-from training_fixtures import TITLES, one_thread  # noqa: F401 (autouse fixture)
+from training_fixtures import TITLES, one_thread, save_untrained_llm_run  # noqa: F401 (autouse)
+from training_fixtures import run_cli as run
 
 CUTOFFS = (1, 3, 5, 10, 20, 50)
 
@@ -41,28 +41,15 @@ def write_dataset_with_repeats(out_dir):
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, tokenizer):
     from cftrec.data.dataset import Dataset
-    from cftrec.prompts import PromptEncoder
-    from cftrec.training.run_dir import save_llm_run
 
     base = tmp_path_factory.mktemp("exclude-history")
     data = write_dataset_with_repeats(base / "data")
     dataset = Dataset.load(data)
-    info = {"method": "sft", "prompt": PromptEncoder(tokenizer).config(), "max_history": 10,
-            "dtype": "float32", "lora": None, "base_model": "tiny"}  # fmt: skip
-    save_llm_run(base / "llm", model=make_tiny_llama(tokenizer, seed=2), tokenizer=tokenizer,
-                 info=info, dataset=dataset, config={}, metrics=[])  # fmt: skip
+    save_untrained_llm_run(base / "llm", make_tiny_llama(tokenizer, seed=2), tokenizer, dataset)
     assert run(["baseline", "pop", "--data", str(data), "-o", str(base / "pop")]) == 0
     assert run(["baseline", "sasrec", "--data", str(data), "-o", str(base / "sasrec"),
                 "--epochs", "2", "--hidden-size", "16", "--threads", "1"]) == 0  # fmt: skip
     return base, data, dataset
-
-
-def run(args) -> int:
-    try:
-        main(args)
-    except SystemExit as exit_:
-        return exit_.code
-    return 0
 
 
 def evaluate(base, data, run_name, name, *extra):

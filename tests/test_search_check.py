@@ -11,11 +11,16 @@ import random
 import pytest
 import torch
 
-from cftrec.cli import main
 from cftrec.decoding.recommender import Recommender
 from cftrec.evaluation.search_check import checked_case_ids
 from conftest import make_tiny_llama
-from training_fixtures import TITLES, one_thread, write_tiny_dataset  # noqa: F401 (autouse)
+from training_fixtures import (  # noqa: F401 (one_thread: autouse)
+    TITLES,
+    one_thread,
+    save_untrained_llm_run,
+    write_tiny_dataset,
+)
+from training_fixtures import run_cli as run
 
 TOLERANCE = 1e-4
 
@@ -23,8 +28,6 @@ TOLERANCE = 1e-4
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, tokenizer):
     from cftrec.data.dataset import Dataset
-    from cftrec.prompts import PromptEncoder
-    from cftrec.training.run_dir import save_llm_run
 
     base = tmp_path_factory.mktemp("search-check")
     data = write_tiny_dataset(base / "data", users=10)
@@ -32,20 +35,9 @@ def setup(tmp_path_factory, tokenizer):
     model = make_tiny_llama(tokenizer, seed=0)
     with torch.no_grad():
         model.model.norm.weight.mul_(8.0)  # peaked next-token distributions: greedy search errs
-    info = {"method": "sft", "prompt": PromptEncoder(tokenizer).config(), "max_history": 10,
-            "dtype": "float32", "lora": None, "base_model": "tiny"}  # fmt: skip
-    save_llm_run(base / "llm", model=model, tokenizer=tokenizer, info=info, dataset=dataset,
-                 config={}, metrics=[])  # fmt: skip
+    save_untrained_llm_run(base / "llm", model, tokenizer, dataset)
     assert run(["baseline", "pop", "--data", str(data), "-o", str(base / "pop")]) == 0
     return base, data, dataset
-
-
-def run(args) -> int:
-    try:
-        main(args)
-    except SystemExit as exit_:
-        return exit_.code
-    return 0
 
 
 def evaluate(base, data, name, *extra):

@@ -46,3 +46,26 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def run_cli(args: list[str]):
+    """`cftrec ARGS` in this process -> its exit status (0 when it returns normally)."""
+    from cftrec.cli import main
+
+    try:
+        main(args)
+    except SystemExit as exit_:
+        return exit_.code
+    return 0
+
+
+def save_untrained_llm_run(run_dir: Path, model, tokenizer, dataset) -> Path:
+    """An `llm` run of `model` (an untrained tiny model) on `dataset`, as evaluate loads it."""
+    from cftrec.prompts import PromptEncoder
+    from cftrec.training.run_dir import save_llm_run
+
+    info = {"method": "sft", "prompt": PromptEncoder(tokenizer).config(), "max_history": 10,
+            "dtype": "float32", "lora": None, "base_model": "tiny"}  # fmt: skip
+    save_llm_run(run_dir, model=model, tokenizer=tokenizer, info=info, dataset=dataset,
+                 config={}, metrics=[])  # fmt: skip
+    return run_dir
