@@ -9,12 +9,12 @@ HR@K of the beam lists beside HR@K of the exact ranking, and wall and process CP
 case (batches of `--batch-size`, as `cftrec evaluate`).
 
     .venv/bin/python benchmarks/bench_search_error.py --run RUN --data DIR \
-        [--cases 40] [--beams 5 10 20] [--threads 1] [--exact-cache FILE]
+        [--cases 40] [--beams 5 10 20] [--threads 1] [--exact-cache FILE] [--out FILE]
 
 `--exact-cache` keeps the exact scores (safetensors, with their times in a .json beside it) so
 that a rerun, or an interrupted run, skips the cases already scored exactly (the expensive
-part). Results: benchmarks/results/search_error.json (the .md is
-written by hand from it).
+part). Results: benchmarks/results/search_error.json, or --out (the .md is written by hand
+from it).
 """
 
 from __future__ import annotations
@@ -99,6 +99,7 @@ def main():
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--exact-cache", type=Path)
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"default {RESULTS.name}")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -168,9 +169,9 @@ def main():
         "exact": exact_timing,
         "beams": rows,
     }
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
