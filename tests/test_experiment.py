@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from cftrec.evaluation.significance import paired_permutation_pvalue
-from cftrec.experiment import ExperimentSettings, run_experiment, summary_table
+from cftrec.experiment import ExperimentSettings, run_experiment, seeds_table, summary_table
 from training_fixtures import write_tiny_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,3 +102,37 @@ def test_accuracy_suite_with_seeds(tmp_path, tiny_model_dir):
     assert pooled["metrics"][f"hr@{k}"]["p_value"] == paired_permutation_pvalue(
         hits["sft"], hits["cft"], pooled["resamples"], seed=pooled["seed"]
     )
+
+
+def test_seeds_table_shows_each_seed_with_its_p_value_and_whether_the_signs_agree():
+    def row(diff, p):
+        return {"diff": diff, "ci95": [diff - 0.01, diff + 0.01], "p_value": p}
+
+    per_seed = [
+        {"ndcg@10": row(0.0053, 0.003), "hr@10": row(0.0074, 0.04)},
+        {"ndcg@10": row(-0.0012, 0.61), "hr@10": row(0.0021, 0.5)},
+    ]
+    summary = {
+        "seeds": [1, 2],
+        "reference": "sft",
+        "metrics": {
+            "sft": {"num_cases": 943, "ndcg@10": {"mean": 0.006, "std": 0.001}},
+            "cft": {"num_cases": 943, "ndcg@10": {"mean": 0.008, "std": None}},
+        },
+        "comparisons": {
+            "cft": {
+                "per_seed": per_seed,
+                "pooled": {"metrics": {"ndcg@10": row(0.002, 0.2), "hr@10": row(0.005, 0.1)}},
+                "same_sign": {"ndcg@10": False, "hr@10": True},
+            }
+        },
+    }
+    lines = seeds_table(summary).splitlines()
+    assert lines[2].startswith("| sft | 943 | n/a | 0.0060 ± 0.0010 |")  # no ndcg@5 here
+    assert lines[3].startswith("| cft | 943 | n/a | 0.0080 |")  # no spread given
+    ndcg, hr = (line for line in lines if line.startswith("| cft - sft"))
+    assert ndcg == (
+        "| cft - sft | ndcg@10 | +0.0053 (p=0.003) | -0.0012 (p=0.610) "
+        "| +0.0020 [-0.0080, +0.0120], p=0.200 | no |"
+    )
+    assert hr.endswith("| yes |")

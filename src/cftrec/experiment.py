@@ -387,7 +387,8 @@ def _sign(value: float) -> int:
 
 def seeds_table(summary: dict) -> str:
     """Markdown: per method the mean +- standard deviation of each metric over the seeds; per
-    method compared with the reference the ndcg@10 and hr@10 differences, per seed and pooled."""
+    method compared with the reference the ndcg@10 and hr@10 differences (with p), per seed
+    and pooled."""
     seeds, reference = summary["seeds"], summary["reference"]
     header = ["method", "cases", *(f"{m} (mean ± sd)" for m in METRIC_COLUMNS)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -403,8 +404,12 @@ def seeds_table(summary: dict) -> str:
     for method, comparison in summary["comparisons"].items():
         for name in ("ndcg@10", "hr@10"):
             row = comparison["pooled"]["metrics"].get(name)
-            per_seed = [f"{rows[name]['diff']:+.4f}" if row else "n/a"
-                        for rows in comparison["per_seed"]]  # fmt: skip
+            per_seed = [
+                f"{rows[name]['diff']:+.4f} (p={_format_p(rows[name]['p_value'])})"
+                if row
+                else "n/a"
+                for rows in comparison["per_seed"]
+            ]
             pooled = _difference(row)
             same = "n/a" if row is None else "yes" if comparison["same_sign"][name] else "no"
             lines.append(
