@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from .decoding import DEFAULT_BEAMS
 from .errors import CftrecError
 
 # Plain click help (rich_markup_mode=None): it wraps option names and help text to the
@@ -351,7 +352,7 @@ def evaluate_command(
     decoding: Annotated[
         str, typer.Option(help="LLM runs: beam (constrained, D3), exhaustive or grounding.")
     ] = "beam",
-    beams: Annotated[int, typer.Option(min=1, help="LLM runs: number of beams.")] = 10,
+    beams: Annotated[int, typer.Option(min=1, help="LLM runs: number of beams.")] = DEFAULT_BEAMS,
     limit: Annotated[int | None, typer.Option(min=1, help="Evaluate the first N cases.")] = None,
     sample: Annotated[
         int | None, typer.Option(help="A seeded random sample of N users (all their cases).")
@@ -639,7 +640,8 @@ def recommend_command(
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="How many titles.")] = 10,
     decoding: Annotated[str, typer.Option(help=_DECODING_HELP)] = "beam",
     beams: Annotated[
-        int | None, typer.Option(min=1, help="LLM runs: number of beams (default max(10, k)).")
+        int | None,
+        typer.Option(min=1, help=f"LLM runs: number of beams (default max({DEFAULT_BEAMS}, k))."),
     ] = None,
     dtype: Annotated[str | None, typer.Option(help="LLM runs: float32/bfloat16/float16.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON, not the table.")] = False,
@@ -670,7 +672,7 @@ def recommend_command(
     console = Console(stderr=True)
     with console.status(f"loading {run}"):
         service = RecommendService.load(
-            run, dtype=dtype, method=decoding, num_beams=beams or max(10, k)
+            run, dtype=dtype, method=decoding, num_beams=beams or max(DEFAULT_BEAMS, k)
         )
     if extra_items is not None:
         from .data.catalog_changes import read_items_file
@@ -741,7 +743,7 @@ def serve_command(
     decoding: Annotated[str, typer.Option(help=_DECODING_HELP)] = "beam",
     beams: Annotated[
         int, typer.Option(min=1, help="LLM runs: beams (beam search returns at most this many).")
-    ] = 10,
+    ] = DEFAULT_BEAMS,
     dtype: Annotated[str | None, typer.Option(help="LLM runs: float32/bfloat16/float16.")] = None,
     graceful_timeout: Annotated[
         float, typer.Option(help="Seconds in-flight requests get to finish on SIGTERM.")
@@ -783,7 +785,7 @@ def diagnose_command(
     limit: Annotated[int, typer.Option(min=0, help="Use the first N cases (0 = all).")] = 100,
     batch_size: Annotated[int, typer.Option(min=1, help="Cases per forward pass.")] = 8,
     decoding: Annotated[str, typer.Option(help=_DECODING_HELP + " (for top-1 changes)")] = "beam",
-    beams: Annotated[int, typer.Option(min=1, help="LLM runs: number of beams.")] = 10,
+    beams: Annotated[int, typer.Option(min=1, help="LLM runs: number of beams.")] = DEFAULT_BEAMS,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON, not the table.")] = False,
     threads: Threads = None,
     overwrite: Overwrite = False,

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from .decoding import DEFAULT_BEAMS
 from .errors import CftrecError
 
 
@@ -97,7 +98,7 @@ def diagnose_run(
     limit: int | None = None,
     batch_size: int = 8,
     method: str = "beam",
-    num_beams: int = 10,
+    num_beams: int = DEFAULT_BEAMS,
     progress: bool = True,
 ) -> dict[str, Any]:
     """All diagnostics of one LLM run on `dataset`'s `split` (the first `limit` cases)."""
@@ -179,7 +180,7 @@ def diagnose(
     limit: int | None = None,
     batch_size: int = 8,
     method: str = "beam",
-    num_beams: int = 10,
+    num_beams: int = DEFAULT_BEAMS,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Diagnostics of one or more runs on the same cases: {"data", "split", "runs": [...]}."""

@@ -41,7 +41,7 @@ class ExperimentSettings:
     batch_size: int = 8
     learning_rate: float = 1e-3
     eval_limit: int | None = 200
-    beams: int = 10
+    beams: int = 10  # the published D3/CFT protocol the suite is set beside (not DEFAULT_BEAMS)
     eval_batch_size: int = 8  # test cases decoded together
     decoding: str = "beam"
     sasrec_epochs: int = 30

@@ -27,6 +27,7 @@ from ..data.dataset import Catalog, require_item_ids
 from ..errors import CftrecError
 from ..prompts import PromptEncoder
 from ..recommendation import Recommendation
+from . import DEFAULT_BEAMS
 
 METHODS = ("beam", "exhaustive", "grounding")
 log = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ class Recommender:
         self,
         histories: Sequence[Sequence[str]],
         k: int = 10,
-        num_beams: int = 10,
+        num_beams: int = DEFAULT_BEAMS,
         method: str = "beam",
         batch_size: int | None = None,
         assistant=None,
@@ -168,7 +169,7 @@ class Recommender:
         self,
         histories: Sequence[Sequence[str]],
         k: int = 10,
-        num_beams: int = 10,
+        num_beams: int = DEFAULT_BEAMS,
         method: str = "beam",
         batch_size: int | None = None,
         assistant=None,

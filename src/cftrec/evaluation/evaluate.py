@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..data.dataset import DEFAULT_MAX_HISTORY, Dataset, Sample
+from ..decoding import DEFAULT_BEAMS
 from ..errors import CftrecError
 from ..io import atomic_directory, check_output, write_json
 from .metrics import CUTOFFS, coverage, decided_cutoffs, mean_metrics, target_rank
@@ -59,7 +60,7 @@ LIST_LENGTH = max(CUTOFFS)
 class EvaluationSettings:
     split: str = "test"
     decoding: str = "beam"
-    beams: int = 10
+    beams: int = DEFAULT_BEAMS
     limit: int | None = None
     sample: int | None = None  # a seeded sample of this many users (all their cases)
     sample_seed: int = 0
