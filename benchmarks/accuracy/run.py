@@ -110,7 +110,10 @@ def record(name: str, summary: dict, results_dir: Path, table: str) -> None:
         f"- settings: `{json.dumps(summary['settings'])}`",
         *([f"- seeds: {', '.join(map(str, summary['seeds']))}"] if "seeds" in summary else []),
         "- wall time (s): "
-        + ", ".join(f"{step} {seconds:.0f}" for step, seconds in summary["timings_s"].items()),
+        + ", ".join(
+            f"{step} {'reused' if seconds is None else f'{seconds:.0f}'}"
+            for step, seconds in summary["timings_s"].items()
+        ),
         "",
         "Full ranking over the distinct titles; LLM runs list `beams` titles (metrics at K above "
         "that are not reported). p: paired sign-flip permutation test over the same cases; "

@@ -78,14 +78,15 @@ def run_step(
     output: Path | None = None,
     force: bool = False,
     launcher: tuple[str, ...] = (),
-) -> float:
-    """Print and run one `cftrec` command; skip it when `output` (the file that marks the step
-    complete: a run's run.json, an evaluation's results.json) already exists."""
+) -> float | None:
+    """Print and run one `cftrec` command and return its wall seconds; skip it (None) when
+    `output` (the file that marks the step complete: a run's run.json, an evaluation's
+    results.json) already exists."""
     shown = "cftrec " + " ".join(shlex.quote(a) for a in args)
     print(f"\n==> {title}\n$ {shown}", flush=True)
     if output is not None and output.exists() and not force:
         print(f"    (already done: {output} exists; skipping)", flush=True)
-        return 0.0
+        return None
     start = time.perf_counter()
     command = [*launcher, "-m", "cftrec", *args] if launcher else [*_cftrec(), *args]
     result = subprocess.run(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -96,7 +97,7 @@ def run_step(
     return elapsed
 
 
-def prepare_data(settings: ExperimentSettings, out: Path, timings: dict[str, float]) -> Path:
+def prepare_data(settings: ExperimentSettings, out: Path, timings: dict[str, float | None]) -> Path:
     """The prepared dataset of `settings.data_source` (fetched and prepared under `out`)."""
     force = settings.force
     if settings.data_source == "movielens-100k":
@@ -125,7 +126,7 @@ def run_experiment(settings: ExperimentSettings, out_dir: str | Path) -> dict:
     """Run the pipeline into `out_dir`; return (and write to out_dir/summary.json) the table."""
     out = working_folder(Path(out_dir))
     force = settings.force
-    timings: dict[str, float] = {}
+    timings: dict[str, float | None] = {}
     data = prepare_data(settings, out, timings)
     run_step("Dataset statistics", ["data", "stats", str(data)])
 
@@ -245,6 +246,11 @@ def run_experiment(settings: ExperimentSettings, out_dir: str | Path) -> dict:
         )
         comparisons[name] = read_json(target)
 
+    # A step an earlier invocation did keeps the time it took then (None: not known).
+    earlier = out / "summary.json"
+    if earlier.exists():
+        before = read_json(earlier).get("timings_s", {})
+        timings = {step: before.get(step) if t is None else t for step, t in timings.items()}
     summary = {
         "settings": asdict(settings),
         "data": str(data),
@@ -305,7 +311,7 @@ def run_seeds(settings: ExperimentSettings, out_dir: str | Path, seeds: list[int
     if not seeds or len(set(seeds)) != len(seeds):
         raise CftrecError(f"--seeds needs distinct seeds, got {seeds}")
     out = working_folder(Path(out_dir))
-    timings: dict[str, float] = {}
+    timings: dict[str, float | None] = {}
     data = prepare_data(settings, out, timings)
     per_seed = [
         run_experiment(
