@@ -204,3 +204,19 @@ def test_titles_with_commas_are_unambiguous_in_summaries(setup, capsys):
     top = json.loads("[" + line.split("; top: ", 1)[1] + "]")
     info = json.loads((base / "pop-again" / "run.json").read_text())
     assert top == info["top_titles"][:3]
+
+
+def test_default_beams_follow_the_decoding(setup):
+    """Without --beams: beam search uses the measured default (lists of 50 titles here, so
+    every cutoff up to @50 is decided); grounding generates its own default of 10 sequences."""
+    from cftrec.decoding import DEFAULT_BEAMS, GROUNDING_BEAMS
+
+    base, data, _ = setup
+    _, beam, cases = evaluate(base, data, "llm", "default-beam", "--limit", "2")
+    assert beam["settings"]["beams"] == DEFAULT_BEAMS == 50
+    assert beam["list_length"] == 50 and beam["unavailable_cutoffs"] == []
+    assert [len(case["titles"]) for case in cases] == [50, 50]
+    _, grounded, _ = evaluate(
+        base, data, "llm", "default-grounding", "--decoding", "grounding", "--limit", "2"
+    )
+    assert grounded["settings"]["beams"] == GROUNDING_BEAMS == 10

@@ -9,6 +9,7 @@ import torch
 
 from cftrec.cli import main
 from cftrec.data.dataset import Dataset
+from cftrec.decoding import DEFAULT_BEAMS
 from cftrec.training.run_dir import load_llm_run
 from serving_fixtures import make_dataset, make_llm_run, make_pop_run
 
@@ -64,7 +65,7 @@ def test_llm_run_exhaustive_matches_brute_force(runs, capsys):
     expected = sorted(scores, key=lambda t: -scores[t])[:4]
     assert [r["title"] for r in out["recommendations"]] == expected
     assert out["recommendations"][0]["score"] == pytest.approx(scores[expected[0]], abs=1e-3)
-    assert out["decoding"] == {"method": "exhaustive", "num_beams": 10}
+    assert out["decoding"] == {"method": "exhaustive", "num_beams": DEFAULT_BEAMS}
 
 
 def test_long_history_keeps_the_most_recent_window(runs, capsys):

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from .decoding import DEFAULT_BEAMS
+from .decoding import DEFAULT_BEAMS, GROUNDING_BEAMS, default_beams
 from .errors import CftrecError
 
 # Plain click help (rich_markup_mode=None): it wraps option names and help text to the
@@ -49,6 +49,10 @@ Threads = Annotated[
         show_default=False,
     ),
 ]
+_BEAMS_HELP = (
+    f"LLM runs: number of beams. [default: {DEFAULT_BEAMS}, where search error was rare on "
+    f"MovieLens-100k; grounding: {GROUNDING_BEAMS}]"
+)
 
 
 @app.callback()
@@ -352,7 +356,7 @@ def evaluate_command(
     decoding: Annotated[
         str, typer.Option(help="LLM runs: beam (constrained, D3), exhaustive or grounding.")
     ] = "beam",
-    beams: Annotated[int, typer.Option(min=1, help="LLM runs: number of beams.")] = DEFAULT_BEAMS,
+    beams: Annotated[int | None, typer.Option(min=1, help=_BEAMS_HELP, show_default=False)] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Evaluate the first N cases.")] = None,
     sample: Annotated[
         int | None, typer.Option(help="A seeded random sample of N users (all their cases).")
@@ -641,7 +645,11 @@ def recommend_command(
     decoding: Annotated[str, typer.Option(help=_DECODING_HELP)] = "beam",
     beams: Annotated[
         int | None,
-        typer.Option(min=1, help=f"LLM runs: number of beams (default max({DEFAULT_BEAMS}, k))."),
+        typer.Option(
+            min=1,
+            help=f"LLM runs: number of beams. [default: max({DEFAULT_BEAMS}, k); grounding: "
+            f"max({GROUNDING_BEAMS}, k)]",
+        ),
     ] = None,
     dtype: Annotated[str | None, typer.Option(help="LLM runs: float32/bfloat16/float16.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON, not the table.")] = False,
@@ -672,7 +680,7 @@ def recommend_command(
     console = Console(stderr=True)
     with console.status(f"loading {run}"):
         service = RecommendService.load(
-            run, dtype=dtype, method=decoding, num_beams=beams or max(DEFAULT_BEAMS, k)
+            run, dtype=dtype, method=decoding, num_beams=beams or max(default_beams(decoding), k)
         )
     if extra_items is not None:
         from .data.catalog_changes import read_items_file
@@ -742,8 +750,13 @@ def serve_command(
     ] = 65536,
     decoding: Annotated[str, typer.Option(help=_DECODING_HELP)] = "beam",
     beams: Annotated[
-        int, typer.Option(min=1, help="LLM runs: beams (beam search returns at most this many).")
-    ] = DEFAULT_BEAMS,
+        int | None,
+        typer.Option(
+            min=1,
+            help=_BEAMS_HELP + " Beam search returns at most this many titles.",
+            show_default=False,
+        ),
+    ] = None,
     dtype: Annotated[str | None, typer.Option(help="LLM runs: float32/bfloat16/float16.")] = None,
     graceful_timeout: Annotated[
         float, typer.Option(help="Seconds in-flight requests get to finish on SIGTERM.")
@@ -764,7 +777,7 @@ def serve_command(
         run, host=host, port=port, no_auth=no_auth,
         api_key=api_key if api_key is not None else os.environ.get(API_KEY_ENV),
         graceful_timeout_s=graceful_timeout, log_level=log_level,
-        decoding={"method": decoding, "num_beams": beams}, dtype=dtype,
+        decoding={"method": decoding, "num_beams": beams or default_beams(decoding)}, dtype=dtype,
         max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_k=max_k,
         max_history_entries=max_history_entries, max_body_bytes=max_body_bytes,
         body_timeout_s=body_timeout,
@@ -785,7 +798,7 @@ def diagnose_command(
     limit: Annotated[int, typer.Option(min=0, help="Use the first N cases (0 = all).")] = 100,
     batch_size: Annotated[int, typer.Option(min=1, help="Cases per forward pass.")] = 8,
     decoding: Annotated[str, typer.Option(help=_DECODING_HELP + " (for top-1 changes)")] = "beam",
-    beams: Annotated[int, typer.Option(min=1, help="LLM runs: number of beams.")] = DEFAULT_BEAMS,
+    beams: Annotated[int | None, typer.Option(min=1, help=_BEAMS_HELP, show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON, not the table.")] = False,
     threads: Threads = None,
     overwrite: Overwrite = False,

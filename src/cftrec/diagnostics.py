@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .decoding import DEFAULT_BEAMS
+from .decoding import default_beams
 from .errors import CftrecError
 
 
@@ -98,7 +98,7 @@ def diagnose_run(
     limit: int | None = None,
     batch_size: int = 8,
     method: str = "beam",
-    num_beams: int = DEFAULT_BEAMS,
+    num_beams: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """All diagnostics of one LLM run on `dataset`'s `split` (the first `limit` cases)."""
@@ -139,6 +139,7 @@ def diagnose_run(
         run.model, run.tokenizer, catalog, run.encoder, batch_size=batch_size,
         embedding_cache_dir=run_dir,
     )  # fmt: skip
+    num_beams = num_beams or default_beams(method)
     options = {"k": 1, "method": method, "num_beams": num_beams}
     histories = [list(s.history) for s in samples]
     with_history = recommender.recommend(histories, progress=progress, **options)
@@ -180,7 +181,7 @@ def diagnose(
     limit: int | None = None,
     batch_size: int = 8,
     method: str = "beam",
-    num_beams: int = DEFAULT_BEAMS,
+    num_beams: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Diagnostics of one or more runs on the same cases: {"data", "split", "runs": [...]}."""

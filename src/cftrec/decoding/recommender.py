@@ -27,7 +27,7 @@ from ..data.dataset import Catalog, require_item_ids
 from ..errors import CftrecError
 from ..prompts import PromptEncoder
 from ..recommendation import Recommendation
-from . import DEFAULT_BEAMS
+from . import default_beams
 
 METHODS = ("beam", "exhaustive", "grounding")
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ class Recommender:
         self,
         histories: Sequence[Sequence[str]],
         k: int = 10,
-        num_beams: int = DEFAULT_BEAMS,
+        num_beams: int | None = None,
         method: str = "beam",
         batch_size: int | None = None,
         assistant=None,
@@ -160,6 +160,7 @@ class Recommender:
         """Top-k distinct catalogue titles per history (item ids, oldest first), best first.
 
         Beam search returns at most `num_beams` titles; use num_beams >= k for a full list.
+        `num_beams=None`: the method's default (cftrec.decoding.default_beams).
         """
         return self.decode(
             histories, k, num_beams, method, batch_size, assistant, guidance_scale, progress
@@ -169,7 +170,7 @@ class Recommender:
         self,
         histories: Sequence[Sequence[str]],
         k: int = 10,
-        num_beams: int = DEFAULT_BEAMS,
+        num_beams: int | None = None,
         method: str = "beam",
         batch_size: int | None = None,
         assistant=None,
@@ -180,6 +181,8 @@ class Recommender:
             raise CftrecError(
                 f"unknown decoding method '{method}'; use one of {', '.join(METHODS)}"
             )
+        if num_beams is None:
+            num_beams = default_beams(method)
         if k < 1 or num_beams < 1:
             raise CftrecError("k and num_beams must be at least 1")
         if assistant is not None and method != "beam":

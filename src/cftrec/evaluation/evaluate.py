@@ -32,11 +32,11 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..data.dataset import DEFAULT_MAX_HISTORY, Dataset, Sample
-from ..decoding import DEFAULT_BEAMS
+from ..decoding import default_beams
 from ..errors import CftrecError
 from ..io import atomic_directory, check_output, write_json
 from .metrics import CUTOFFS, coverage, decided_cutoffs, mean_metrics, target_rank
@@ -60,7 +60,7 @@ LIST_LENGTH = max(CUTOFFS)
 class EvaluationSettings:
     split: str = "test"
     decoding: str = "beam"
-    beams: int = DEFAULT_BEAMS
+    beams: int | None = None  # None: the decoding's default (cftrec.decoding.default_beams)
     limit: int | None = None
     sample: int | None = None  # a seeded sample of this many users (all their cases)
     sample_seed: int = 0
@@ -205,6 +205,8 @@ def evaluate(
     from ..runs import load_recommender
 
     settings = settings or EvaluationSettings()
+    if settings.beams is None:
+        settings = replace(settings, beams=default_beams(settings.decoding))
     inputs = (run_dir, data_dir, settings.assistant)
     if out_dir is not None:
         check_output(out_dir, COMMAND, inputs, overwrite)

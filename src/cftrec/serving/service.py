@@ -21,7 +21,7 @@ from typing import Any
 
 from ..data.catalog_changes import CatalogChangeUnsupported, new_items, with_items, without_items
 from ..data.dataset import DEFAULT_MAX_HISTORY, Catalog, close_titles, resolve_history
-from ..decoding import DEFAULT_BEAMS
+from ..decoding import default_beams
 from ..errors import CftrecError
 from ..io import read_json, write_json
 from ..recommendation import Recommendation
@@ -81,7 +81,8 @@ class RecommendService:
     def k_limit(self) -> int | None:
         """Beam search returns at most `num_beams` titles: the largest k it can honour."""
         if self.kind == "llm" and self.decoding.get("method", "beam") in ("beam", "grounding"):
-            return int(self.decoding.get("num_beams", DEFAULT_BEAMS))
+            method = self.decoding.get("method", "beam")
+            return int(self.decoding.get("num_beams") or default_beams(method))
         return None
 
     def resolve(self, entries: Sequence[str], item_ids_only: bool = False) -> list[str]:
