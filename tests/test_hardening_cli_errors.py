@@ -52,8 +52,8 @@ def test_ctrl_c_exits_130_with_nothing_written(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        # A shell starts a command with the default Ctrl-C; this pytest process may ignore
-        # SIGINT (left so by an earlier test), and an ignored signal is inherited.
+        # A terminal starts a command with the default Ctrl-C; this pytest process may ignore
+        # SIGINT (a background job of a non-interactive shell does), and that is inherited.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     seen = ""
