@@ -3,9 +3,15 @@ randomly initialised Llama so that model tests run in seconds on 2 CPU cores."""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
+
+# A background job of a non-interactive shell starts with SIGINT ignored, and the commands the
+# tests start would inherit that (then Ctrl-C tests hang); give them a terminal's default.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 

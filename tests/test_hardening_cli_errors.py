@@ -52,9 +52,6 @@ def test_ctrl_c_exits_130_with_nothing_written(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        # A terminal starts a command with the default Ctrl-C; this pytest process may ignore
-        # SIGINT (a background job of a non-interactive shell does), and that is inherited.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     seen = ""
     deadline = time.monotonic() + 120
