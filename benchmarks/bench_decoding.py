@@ -25,7 +25,7 @@ import torch
 
 from cftrec.data.dataset import Catalog
 from cftrec.decoding.lm import left_pad
-from cftrec.decoding.recommender import Recommender
+from cftrec.decoding.recommender import LLMRecommender
 from cftrec.modeling import load_model, load_tokenizer
 
 RESULTS = Path(__file__).parent / "results"
@@ -73,7 +73,7 @@ def movielens_titles() -> list[str]:
     return list(dict.fromkeys(titles))  # distinct, first-appearance order
 
 
-def d3_generate(model, recommender: Recommender, prompts, num_beams: int):
+def d3_generate(model, recommender: LLMRecommender, prompts, num_beams: int):
     """The D3 reference approach: HF beam search, allowed tokens from a prefix dict per beam."""
     allowed: dict[tuple, list[int]] = {}
     for ids in recommender.responses:
@@ -133,7 +133,7 @@ def main():
     titles = movielens_titles()
     rng = random.Random(0)
     histories = [rng.sample(titles, 10) for _ in range(args.users)]
-    full = Recommender(model, tokenizer, Catalog(titles, titles), batch_size=args.batch_size)
+    full = LLMRecommender(model, tokenizer, Catalog(titles, titles), batch_size=args.batch_size)
     prompts = full.prompts(histories)
     print(f"{len(titles)} titles, trie of {full.trie.num_nodes} nodes, "
           f"prompt length {sum(map(len, prompts)) / len(prompts):.0f} tokens")  # fmt: skip
@@ -181,7 +181,7 @@ def main():
     scaling = []
     for size in (200, 400, 800, len(titles)):
         subset = titles[:size]
-        rec = Recommender(model, tokenizer, Catalog(subset, subset), batch_size=args.batch_size)
+        rec = LLMRecommender(model, tokenizer, Catalog(subset, subset), batch_size=args.batch_size)
         _ = rec.trie  # built once per catalogue, not part of the per-user cost
         sampler = random.Random(size)
         hist = [sampler.sample(subset, 10) for _ in users]

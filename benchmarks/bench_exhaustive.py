@@ -25,7 +25,7 @@ from bench_decoding import movielens_titles, timed
 
 from cftrec.data.dataset import Catalog
 from cftrec.decoding.exhaustive import score_all_titles
-from cftrec.decoding.recommender import Recommender
+from cftrec.decoding.recommender import LLMRecommender
 from cftrec.modeling import load_model, load_tokenizer
 
 RESULTS = Path(__file__).parent / "results"
@@ -53,7 +53,7 @@ def main():
     titles = movielens_titles()
     rng = random.Random(0)
     histories = [rng.sample(titles, 10) for _ in range(args.users)]
-    recommender = Recommender(model, tokenizer, Catalog(titles, titles))
+    recommender = LLMRecommender(model, tokenizer, Catalog(titles, titles))
     prompts = recommender.prompts(histories)
     responses = recommender.responses
     print(f"{len(titles)} titles ({sum(map(len, responses))} response tokens), "

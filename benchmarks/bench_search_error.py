@@ -30,7 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cftrec.data.dataset import DEFAULT_MAX_HISTORY, Dataset
-from cftrec.decoding.recommender import Recommender
+from cftrec.decoding.recommender import LLMRecommender
 from cftrec.evaluation.evaluate import evaluation_cases
 from cftrec.evaluation.search_check import (
     case_check,
@@ -39,7 +39,7 @@ from cftrec.evaluation.search_check import (
     search_cutoffs,
     summarise_checks,
 )
-from cftrec.run_info import read_run_info
+from cftrec.runs.info import read_run_info
 
 RESULTS = Path(__file__).parent / "results" / "search_error.json"
 
@@ -108,7 +108,7 @@ def main():
     every = evaluation_cases(dataset, "test", max_history)
     chosen = checked_case_ids([case_id for case_id, _ in every], args.cases, args.seed)
     cases = [(case_id, sample) for case_id, sample in every if case_id in chosen]
-    recommender = Recommender.from_run(args.run, batch_size=args.batch_size)
+    recommender = LLMRecommender.from_run(args.run, batch_size=args.batch_size)
     catalog = recommender.catalog
     targets = [catalog.index_of_title[catalog.title(s.target)] for _, s in cases]
     print(f"{len(cases)} cases, {len(catalog.titles)} titles, {args.threads} thread(s)")

@@ -218,7 +218,7 @@ def main() -> None:
 
 
 def write_results(summary: dict, out: Path) -> None:
-    from cftrec.io import atomic_write_text, write_json
+    from cftrec.files import atomic_write_text, write_json
 
     write_json(out.with_suffix(".json"), summary)
     s = summary["settings"]

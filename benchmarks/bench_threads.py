@@ -34,7 +34,7 @@ def make_run(work: Path) -> tuple[Path, Path]:
     from cftrec.data.prepare import prepare
     from cftrec.modeling import LoraSettings, load_model, load_tokenizer
     from cftrec.prompts import PromptEncoder
-    from cftrec.training.run_dir import save_llm_run
+    from cftrec.runs.llm import save_llm_run
 
     data = work / "data"
     prepare("recbole", movielens_100k_cache(), data)

@@ -28,7 +28,7 @@ def make_llm_run(root: Path, data: Path, tokenizer, seed: int = 0, name: str = "
     """An "llm" run (full weights) as `cftrec train` writes it, with an untrained tiny model."""
     from cftrec.data.dataset import Dataset
     from cftrec.prompts import PromptEncoder
-    from cftrec.training.run_dir import save_llm_run
+    from cftrec.runs.llm import save_llm_run
 
     info = {
         "method": "sft",

@@ -9,11 +9,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cftrec.data.catalog import clean_title
 from cftrec.data.dataset import Dataset
 from cftrec.data.export import export
 from cftrec.data.prepare import PrepareOptions, assign_split, chronological, kcore, prepare
 from cftrec.data.stats import dataset_stats
+from cftrec.data.titles import clean_title
 
 
 def random_log(seed: int, users: int = 30, items: int = 15, rows: int = 250) -> pd.DataFrame:

@@ -36,10 +36,10 @@ def test_ids_titles_and_raw_titles():
 
 
 def test_the_python_api_takes_item_ids_only(tiny_model, tokenizer):
-    from cftrec.decoding.recommender import Recommender
+    from cftrec.decoding.recommender import LLMRecommender
 
     # item "b" is titled "B", and item "c" is titled "b": the id must win, always
-    recommender = Recommender(tiny_model, tokenizer, Catalog(["a", "b", "c"], ["A", "B", "b"]))
+    recommender = LLMRecommender(tiny_model, tokenizer, Catalog(["a", "b", "c"], ["A", "B", "b"]))
     expected, _ = recommender.encoder.factual_ids(["A", "B"])
     assert recommender.prompts([["a", "b"]]) == [expected]
     with pytest.raises(CftrecError, match="unknown item id 'A'"):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cftrec.data.dataset import Catalog
-from cftrec.decoding.recommender import Recommender
+from cftrec.decoding.recommender import LLMRecommender
 from cftrec.errors import CftrecError
 from conftest import make_tiny_llama
 from training_fixtures import one_thread  # noqa: F401 (autouse fixture)
@@ -66,7 +66,7 @@ def catalog():
 
 @pytest.fixture(scope="module")
 def recommender(sharp_model, tokenizer, catalog):
-    return Recommender(sharp_model, tokenizer, catalog, batch_size=4)
+    return LLMRecommender(sharp_model, tokenizer, catalog, batch_size=4)
 
 
 HISTORIES = [["i1", "i2", "i3"], [], ["i5"], ["i7", "i8", "i9", "i10", "i11", "i12"], ["dup"]]
@@ -144,7 +144,7 @@ def test_unknown_history_item_is_one_clear_error(recommender):
 
 
 def test_plain_title_list_becomes_a_catalog(sharp_model, tokenizer):
-    rec = Recommender(sharp_model, tokenizer, ["Up", "Heat (1995)"])
+    rec = LLMRecommender(sharp_model, tokenizer, ["Up", "Heat (1995)"])
     recs = rec.recommend([["Up"]], k=2, num_beams=2)[0]
     assert {r.title for r in recs} == {"Up", "Heat (1995)"}
     assert all(r.item_ids == (r.title,) for r in recs)
@@ -320,12 +320,12 @@ def test_title_embedding_cache_is_per_model_and_dtype(tmp_path, tokenizer, catal
     """Embeddings cached for one model (or dtype) are never read for another."""
 
     def cached(model):
-        return Recommender(
+        return LLMRecommender(
             model, tokenizer, catalog, embedding_cache_dir=tmp_path
         ).title_embeddings()
 
     def fresh(model):
-        return Recommender(model, tokenizer, catalog).title_embeddings()
+        return LLMRecommender(model, tokenizer, catalog).title_embeddings()
 
     first, second = make_tiny_llama(tokenizer, seed=1), make_tiny_llama(tokenizer, seed=2)
     torch.testing.assert_close(cached(first), fresh(first))
@@ -372,7 +372,7 @@ def test_extra_attention_features_take_the_plain_path(tokenizer, kind):
 
     model = _model_with_extra_attention(tokenizer, kind)
     titles = TITLES[:6]
-    recommender = Recommender(model, tokenizer, titles)
+    recommender = LLMRecommender(model, tokenizer, titles)
     histories = [[TITLES[1], TITLES[4]], []]
     expected = direct_scores(model, recommender.prompts(histories), recommender.responses)
     for method in ("beam", "exhaustive"):

@@ -69,27 +69,27 @@ def test_ground_ranks_titles_by_l2_distance():
 
 
 def test_title_embeddings_cached_and_read_only_dir_still_works(tmp_path, tiny_model, tokenizer):
-    from cftrec.decoding.recommender import Recommender
+    from cftrec.decoding.recommender import LLMRecommender
 
     titles = ["Up", "Heat (1995)", "Toy Story (1995)"]
-    rec = Recommender(tiny_model, tokenizer, titles, embedding_cache_dir=tmp_path)
+    rec = LLMRecommender(tiny_model, tokenizer, titles, embedding_cache_dir=tmp_path)
     first = rec.title_embeddings()
     cached = list(tmp_path.glob("title_embeddings-*.safetensors"))
     assert len(cached) == 1 and first.shape[0] == 3
-    again = Recommender(tiny_model, tokenizer, titles, embedding_cache_dir=tmp_path)
+    again = LLMRecommender(tiny_model, tokenizer, titles, embedding_cache_dir=tmp_path)
     assert torch.equal(again.title_embeddings(), first)
 
     # A cache location that cannot be written (its parent is a file): computed, not cached.
     blocker = tmp_path / "blocker"
     blocker.write_text("not a directory")
-    rec = Recommender(tiny_model, tokenizer, titles, embedding_cache_dir=blocker / "run")
+    rec = LLMRecommender(tiny_model, tokenizer, titles, embedding_cache_dir=blocker / "run")
     assert torch.allclose(rec.title_embeddings(), first, atol=1e-5)
 
 
 def test_grounding_reports_raw_generations(tiny_model, tokenizer):
-    from cftrec.decoding.recommender import Recommender
+    from cftrec.decoding.recommender import LLMRecommender
 
-    rec = Recommender(tiny_model, tokenizer, ["Up", "Heat (1995)", "Toy Story (1995)"])
+    rec = LLMRecommender(tiny_model, tokenizer, ["Up", "Heat (1995)", "Toy Story (1995)"])
     decoded = rec.decode([["Up"], []], k=3, num_beams=2, method="grounding")
     assert [len(g) for g in decoded.generations] == [2, 2]
     assert all(

@@ -12,7 +12,7 @@ from cftrec.cli import main
 from cftrec.data.dataset import Dataset
 from cftrec.diagnostics import diagnose, history_effects, per_position
 from cftrec.prompts import PromptEncoder
-from cftrec.training.run_dir import load_llm_run
+from cftrec.runs.llm import load_llm_run
 from conftest import make_tiny_llama
 from serving_fixtures import make_dataset, make_llm_run, make_pop_run
 

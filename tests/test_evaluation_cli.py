@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cftrec.io import OUTPUT_MARKER
+from cftrec.files import OUTPUT_MARKER
 from conftest import make_tiny_llama
 from training_fixtures import TITLES, run_cli, save_untrained_llm_run, write_tiny_dataset
 

@@ -19,7 +19,7 @@ from cftrec.evaluation.metrics import (
     reported_cutoffs,
     target_rank,
 )
-from cftrec.evaluation.popularity import mean_popularity
+from cftrec.evaluation.popularity_bias import mean_popularity
 from cftrec.evaluation.significance import (
     compare_results,
     compare_runs,

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cftrec.decoding.recommender import Recommender
+from cftrec.decoding.recommender import LLMRecommender
 from conftest import make_tiny_llama
 from training_fixtures import TITLES, one_thread, save_untrained_llm_run  # noqa: F401 (autouse)
 from training_fixtures import run_cli as run
@@ -130,7 +130,7 @@ def test_exhaustive_llm_scoring_masks_history_titles(setup):
     results, cases, _ = evaluate(
         base, data, "llm", "exhaustive", "--decoding", "exhaustive", "--exclude-history"
     )
-    recommender = Recommender.from_run(base / "llm")
+    recommender = LLMRecommender.from_run(base / "llm")
     model = recommender.model
 
     def scores_of(case):  # brute force: one uncached forward pass of prompt + title per title

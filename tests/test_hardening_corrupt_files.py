@@ -32,7 +32,7 @@ def runs(tmp_path_factory, tokenizer, tiny_model_dir):
     from cftrec.data.dataset import Dataset
     from cftrec.modeling import LoraSettings, add_lora
     from cftrec.prompts import PromptEncoder
-    from cftrec.training.run_dir import save_llm_run
+    from cftrec.runs.llm import save_llm_run
 
     root = tmp_path_factory.mktemp("corrupt")
     data = write_tiny_dataset(root / "data")
@@ -265,10 +265,10 @@ def test_random_truncations_and_bytes_load_or_fail_with_one_line(
 
 def test_recommenders_do_not_import_the_run_loader():
     """The import circle runs -> recommenders -> runs is cut: recommenders read run.json
-    through cftrec.run_info."""
+    through cftrec.runs.info."""
     code = (
         "import sys, cftrec.baselines.popularity, cftrec.baselines.sasrec, "
-        "cftrec.decoding.recommender, cftrec.training.run_dir; "
+        "cftrec.decoding.recommender, cftrec.runs.llm; "
         "sys.exit('cftrec.runs' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cftrec.io import OUTPUT_MARKER, UMASK, output_command, sweep_stale_temporaries
+from cftrec.files import OUTPUT_MARKER, UMASK, output_command, sweep_stale_temporaries
 from hardening_fixtures import (
     assert_one_line_error,
     leftover_temporaries,

@@ -10,7 +10,7 @@ import torch
 from cftrec.cli import main
 from cftrec.data.dataset import Dataset
 from cftrec.decoding import DEFAULT_BEAMS
-from cftrec.training.run_dir import load_llm_run
+from cftrec.runs.llm import load_llm_run
 from serving_fixtures import make_dataset, make_llm_run, make_pop_run
 
 

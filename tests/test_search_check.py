@@ -11,7 +11,7 @@ import random
 import pytest
 import torch
 
-from cftrec.decoding.recommender import Recommender
+from cftrec.decoding.recommender import LLMRecommender
 from cftrec.evaluation.search_check import checked_case_ids
 from conftest import make_tiny_llama
 from training_fixtures import (  # noqa: F401 (one_thread: autouse)
@@ -52,7 +52,7 @@ def evaluate(base, data, name, *extra):
 def brute_force(run_dir, dataset, cases, guidance=None, length_penalty=0.0):
     """{case_id: {title: exact score}}: one uncached forward pass of prompt + title per title;
     with guidance (scale, counts), g * llm + (1 - g) * log(count / total)."""
-    recommender = Recommender.from_run(run_dir)
+    recommender = LLMRecommender.from_run(run_dir)
     model, titles = recommender.model, recommender.catalog.titles
     exact = {}
     for case in cases:

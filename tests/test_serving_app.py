@@ -135,7 +135,7 @@ def test_api_key(runs):
 
 
 def test_concurrent_requests_are_micro_batched_and_correct(runs):
-    from cftrec.training.run_dir import load_llm_run
+    from cftrec.runs.llm import load_llm_run
 
     service = RecommendService.load(runs["llm"], method="exhaustive")
     app = create_app(service, max_batch_size=8, max_wait_ms=400)

@@ -16,7 +16,7 @@ from cftrec.baselines.popularity import PopularityRecommender
 from cftrec.baselines.sasrec import SASRec, SASRecConfig, SASRecRecommender
 from cftrec.data.catalog_changes import CatalogChangeUnsupported, read_items_file
 from cftrec.data.dataset import Catalog
-from cftrec.decoding.recommender import Recommender
+from cftrec.decoding.recommender import LLMRecommender
 from cftrec.errors import CftrecError
 from cftrec.serving.app import create_app
 from cftrec.serving.service import OVERLAY_FILE, RecommendService
@@ -36,7 +36,7 @@ NEW = [("n1", "The Matrix (1999)"), ("n2", "Amélie (2001)")]
 @pytest.fixture
 def recommender(tokenizer):
     catalog = Catalog([str(i) for i in range(len(TITLES))], TITLES)
-    return Recommender(make_tiny_llama(tokenizer, seed=1), tokenizer, catalog)
+    return LLMRecommender(make_tiny_llama(tokenizer, seed=1), tokenizer, catalog)
 
 
 def _titles_and_scores(recommendations):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cftrec.cli import main
-from cftrec.training.run_dir import load_llm_run, read_metrics
+from cftrec.runs.llm import load_llm_run, read_metrics
 from training_fixtures import one_thread, write_tiny_dataset  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from cftrec.cli import main
-from cftrec.training.run_dir import read_metrics
+from cftrec.runs.llm import read_metrics
 from training_fixtures import one_thread, write_tiny_dataset  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.slow

@@ -62,7 +62,7 @@ def run_cli(args: list[str]):
 def save_untrained_llm_run(run_dir: Path, model, tokenizer, dataset) -> Path:
     """An `llm` run of `model` (an untrained tiny model) on `dataset`, as evaluate loads it."""
     from cftrec.prompts import PromptEncoder
-    from cftrec.training.run_dir import save_llm_run
+    from cftrec.runs.llm import save_llm_run
 
     info = {"method": "sft", "prompt": PromptEncoder(tokenizer).config(), "max_history": 10,
             "dtype": "float32", "lora": None, "base_model": "tiny"}  # fmt: skip

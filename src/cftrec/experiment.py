@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .errors import CftrecError
-from .io import check_output, mark_output, read_json, write_json
+from .files import check_output, mark_output, read_json, write_json
 
 # The metrics the CFT/D3 papers report (10-beam lists decide K <= 10 only; "n/a" where the
 # lists are shorter than K).

@@ -13,9 +13,9 @@ import torch
 
 from ..data.dataset import Catalog, Dataset
 from ..errors import CftrecError
-from ..io import atomic_directory, check_output, read_json, write_json
+from ..files import atomic_directory, check_output, read_json, write_json
 from ..recommendation import Recommendation
-from ..run_info import load_run_catalog, read_run_info, write_run_info
+from ..runs.info import load_run_catalog, read_run_info, write_run_info
 
 COUNTS_FILE = "popularity.json"
 COMMAND = "baseline pop"  # what the output marker names

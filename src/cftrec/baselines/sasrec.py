@@ -41,9 +41,9 @@ from torch import nn
 
 from ..data.dataset import Catalog, Dataset
 from ..errors import CftrecError
-from ..io import atomic_directory, check_output, read_json, write_json
+from ..files import atomic_directory, check_output, read_json, write_json
 from ..recommendation import Recommendation
-from ..run_info import load_run_catalog, read_run_info, write_run_info
+from ..runs.info import load_run_catalog, read_run_info, write_run_info
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"

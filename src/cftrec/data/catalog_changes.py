@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from ..errors import CftrecError
-from .catalog import HTML_LEFTOVERS, clean_title
 from .dataset import Catalog
+from .titles import HTML_LEFTOVERS, clean_title
 
 ITEM_FILE_FORMATS = (".csv", ".jsonl")
 

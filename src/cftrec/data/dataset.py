@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CftrecError
-from ..io import atomic_directory, read_json, read_parquet, write_json
-from .catalog import clean_title
+from ..files import atomic_directory, read_json, read_parquet, write_json
+from .titles import clean_title
 
 SPLITS = ("train", "valid", "test")
 ITEMS_FILE = "items.parquet"

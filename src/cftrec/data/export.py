@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ..errors import CftrecError
-from ..io import atomic_directory
+from ..files import atomic_directory
 from .dataset import DEFAULT_MAX_HISTORY, SPLITS, Dataset
 
 FORMATS = ("recbole", "d3")

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CftrecError
-from ..io import check_output
-from .catalog import clean_titles
+from ..files import check_output
 from .dataset import DEFAULT_MAX_HISTORY, PREPARE_COMMAND, write_dataset
 from .sources._common import ReadOptions, SourceData
+from .titles import clean_titles
 
 SOURCES = ("amazon2018", "amazon2023", "movielens", "recbole", "sequences", "d3")
 SPLIT_METHODS = ("loo", "temporal", "given")

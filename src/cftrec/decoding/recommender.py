@@ -1,6 +1,6 @@
-"""`Recommender`: a fine-tuned LLM turned into ranked catalogue recommendations.
+"""`LLMRecommender`: a fine-tuned LLM turned into ranked catalogue recommendations.
 
-    rec = Recommender(model, tokenizer, catalog_or_titles)
+    rec = LLMRecommender(model, tokenizer, catalog_or_titles)
     rec.recommend([["item1", "item7"], []], k=10, num_beams=10, method="beam")
 
 Methods: "beam" (constrained beam search over the title trie, D3; optional assistant guidance),
@@ -27,9 +27,8 @@ from ..data.dataset import Catalog, require_item_ids
 from ..errors import CftrecError
 from ..prompts import PromptEncoder
 from ..recommendation import Recommendation
-from . import default_beams
+from .methods import DECODING_METHODS, decoding_method, resolve_beams
 
-METHODS = ("beam", "exhaustive", "grounding")
 log = logging.getLogger(__name__)
 
 
@@ -41,7 +40,9 @@ class Decoded:
     generations: list[list[tuple[str, bool]]] = field(default_factory=list)
 
 
-class Recommender:
+class LLMRecommender:
+    """The LLM recommender of an "llm" run (cftrec.runs.protocol.Recommender)."""
+
     def __init__(
         self,
         model,
@@ -70,10 +71,10 @@ class Recommender:
         self._title_embeddings: torch.Tensor | None = None
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, dtype: str | None = None, **options) -> Recommender:
+    def from_run(cls, run_dir: str | Path, dtype: str | None = None, **options) -> LLMRecommender:
         """Load an "llm" run directory (model, tokenizer, prompt settings, catalogue)."""
-        from ..run_info import load_run_catalog
-        from ..training.run_dir import load_llm_run
+        from ..runs.info import load_run_catalog
+        from ..runs.llm import load_llm_run
 
         run = load_llm_run(run_dir, dtype=dtype, merge_lora=True)
         options.setdefault("embedding_cache_dir", run_dir)
@@ -160,7 +161,7 @@ class Recommender:
         """Top-k distinct catalogue titles per history (item ids, oldest first), best first.
 
         Beam search returns at most `num_beams` titles; use num_beams >= k for a full list.
-        `num_beams=None`: the method's default (cftrec.decoding.default_beams).
+        `num_beams=None`: the method's default (cftrec.decoding.methods).
         """
         return self.decode(
             histories, k, num_beams, method, batch_size, assistant, guidance_scale, progress
@@ -177,16 +178,14 @@ class Recommender:
         guidance_scale: float = 1.0,
         progress: bool = False,
     ) -> Decoded:
-        if method not in METHODS:
+        guided_methods = [m.name for m in DECODING_METHODS.values() if m.guidance]
+        if assistant is not None and not decoding_method(method).guidance:
             raise CftrecError(
-                f"unknown decoding method '{method}'; use one of {', '.join(METHODS)}"
+                f"assistant guidance works with --decoding {' or '.join(guided_methods)} only"
             )
-        if num_beams is None:
-            num_beams = default_beams(method)
+        num_beams = resolve_beams(method, num_beams)
         if k < 1 or num_beams < 1:
             raise CftrecError("k and num_beams must be at least 1")
-        if assistant is not None and method != "beam":
-            raise CftrecError("assistant guidance works with --decoding beam only")
         histories = [list(h) for h in histories]
         prompts = self.prompts(histories)  # validates every history before any model work
         size = batch_size or self.batch_size

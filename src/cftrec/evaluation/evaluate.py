@@ -36,11 +36,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..data.dataset import DEFAULT_MAX_HISTORY, Dataset, Sample
-from ..decoding import default_beams
+from ..decoding.methods import resolve_beams
 from ..errors import CftrecError
-from ..io import atomic_directory, check_output, write_json
+from ..files import atomic_directory, check_output, write_json
 from .metrics import CUTOFFS, coverage, decided_cutoffs, mean_metrics, target_rank
-from .popularity import mean_popularity, plot_popularity
+from .popularity_bias import mean_popularity, plot_popularity
 from .report import CASES_FILE, PLOT_FILE, RESULTS_FILE, TABLE_FILE, metrics_markdown, write_cases
 from .search_check import (
     case_check,
@@ -60,7 +60,7 @@ LIST_LENGTH = max(CUTOFFS)
 class EvaluationSettings:
     split: str = "test"
     decoding: str = "beam"
-    beams: int | None = None  # None: the decoding's default (cftrec.decoding.default_beams)
+    beams: int | None = None  # None: the decoding's default (cftrec.decoding.methods)
     limit: int | None = None
     sample: int | None = None  # a seeded sample of this many users (all their cases)
     sample_seed: int = 0
@@ -201,12 +201,12 @@ def evaluate(
     from accelerate import PartialState
     from accelerate.utils import gather_object
 
-    from ..run_info import read_run_info
     from ..runs import load_recommender
+    from ..runs.info import read_run_info
 
     settings = settings or EvaluationSettings()
     if settings.beams is None:
-        settings = replace(settings, beams=default_beams(settings.decoding))
+        settings = replace(settings, beams=resolve_beams(settings.decoding, None))
     inputs = (run_dir, data_dir, settings.assistant)
     if out_dir is not None:
         check_output(out_dir, COMMAND, inputs, overwrite)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ..errors import CftrecError
-from ..io import read_json
+from ..files import read_json
 from .metrics import CUTOFFS, METRICS, metric_names
 
 RESULTS_FILE = "results.json"

@@ -21,16 +21,14 @@ from typing import Any
 
 from ..data.catalog_changes import CatalogChangeUnsupported, new_items, with_items, without_items
 from ..data.dataset import DEFAULT_MAX_HISTORY, Catalog, close_titles, resolve_history
-from ..decoding import default_beams
+from ..decoding.methods import decoding_method, resolve_beams
 from ..errors import CftrecError
-from ..io import read_json, write_json
+from ..files import read_json, write_json
 from ..recommendation import Recommendation
-from ..run_info import read_run_info
-from ..runs import load_recommender
+from ..runs.info import read_run_info
+from ..runs.registry import RUN_KINDS, load_recommender
 
-DECODING_METHODS = ("beam", "exhaustive", "grounding")
 OVERLAY_FILE = "catalog_overlay.json"
-KIND_NAMES = {"llm": "LLM", "sasrec": "SASRec", "pop": "popularity"}
 
 
 class RecommendService:
@@ -48,11 +46,8 @@ class RecommendService:
         self.run_dir = Path(run_dir)
         self.kind: str = info["kind"]
         self.max_history = int(info.get("max_history") or DEFAULT_MAX_HISTORY)
-        if self.kind == "llm" and decoding.get("method", "beam") not in DECODING_METHODS:
-            raise CftrecError(
-                f"unknown decoding method '{decoding['method']}'; "
-                f"use one of {', '.join(DECODING_METHODS)}"
-            )
+        if self.kind == "llm":
+            decoding_method(decoding.get("method", "beam"))  # a CftrecError when unknown
         self.decoding = decoding if self.kind == "llm" else {}
         self.loaded_at = time.time()
         self.overlay: dict[str, list] = {"added": [], "removed": []}
@@ -82,7 +77,7 @@ class RecommendService:
         """Beam search returns at most `num_beams` titles: the largest k it can honour."""
         if self.kind == "llm" and self.decoding.get("method", "beam") in ("beam", "grounding"):
             method = self.decoding.get("method", "beam")
-            return int(self.decoding.get("num_beams") or default_beams(method))
+            return resolve_beams(method, self.decoding.get("num_beams"))
         return None
 
     def resolve(self, entries: Sequence[str], item_ids_only: bool = False) -> list[str]:
@@ -168,7 +163,7 @@ class RecommendService:
 
     def _require_live(self) -> None:
         if self.kind != "llm":
-            raise CatalogChangeUnsupported(KIND_NAMES[self.kind])
+            raise CatalogChangeUnsupported(RUN_KINDS[self.kind].label)
 
     def _change(self, catalog: Catalog, persist: bool) -> None:
         """Serve `catalog`; with `persist`, save the overlay or change nothing."""

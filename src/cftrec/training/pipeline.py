@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CftrecError
-from ..io import check_output, mark_output
+from ..files import check_output, mark_output
+from ..runs.llm import CHECKPOINTS_DIR, TRAIN_COMMAND
 from ..threads import use_threads
 from .collator import COUNTERFACTUAL_PASSES
 from .loss import WEIGHTINGS
-from .run_dir import CHECKPOINTS_DIR, TRAIN_COMMAND
 
 SETTINGS_FILE = "settings.yaml"  # inside RUN/checkpoints: what --resume continues with
 VALIDATION_SHARE = 4  # default validation set: 1 / VALIDATION_SHARE of the train samples,
@@ -193,8 +193,8 @@ def train(
     from ..data.dataset import Dataset
     from ..modeling import LoraSettings, load_model, load_tokenizer
     from ..prompts import PromptEncoder
+    from ..runs.llm import save_llm_run
     from .collator import CFTCollator, encode_samples
-    from .run_dir import save_llm_run
     from .trainer import CFTConfig, CFTTrainer
 
     # Library log levels are left to the caller: the CLI keeps transformers quiet unless

@@ -9,7 +9,7 @@ from cftrec.data.dataset import Dataset
 from cftrec.errors import CftrecError
 from cftrec.modeling import LoraSettings, add_lora
 from cftrec.prompts import PromptEncoder
-from cftrec.training.run_dir import load_llm_run, read_metrics, save_llm_run
+from cftrec.runs.llm import load_llm_run, read_metrics, save_llm_run
 from conftest import make_tiny_llama
 from training_fixtures import write_tiny_dataset
 

@@ -1,4 +1,4 @@
-"""Run directories: what `cftrec train` and `cftrec baseline` write into every run.
+"""run.json: what `cftrec train` and `cftrec baseline` write into every run folder.
 
 Every run directory has `run.json` with at least:
   kind              "llm" | "sasrec" | "pop"
@@ -15,20 +15,19 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .data.dataset import ITEMS_FILE, Catalog, Dataset
-from .errors import CftrecError
-from .io import read_json, read_parquet, write_json
+from ..data.dataset import ITEMS_FILE, Catalog, Dataset
+from ..errors import CftrecError
+from ..files import read_json, read_parquet, write_json
+from .registry import RUN_KINDS
 
 RUN_FILE = "run.json"
-RUN_KINDS = ("llm", "sasrec", "pop")
-REQUIRED_KEYS = {"llm": ("prompt", "lora"), "sasrec": (), "pop": ()}
 
 
 def write_run_info(run_dir: str | Path, info: dict[str, Any], dataset: Dataset) -> None:
     """Write run.json and the catalogue copy into a (temporary) run directory."""
     run_dir = Path(run_dir)
     if info.get("kind") not in RUN_KINDS:
-        raise ValueError(f"run kind must be one of {RUN_KINDS}")
+        raise ValueError(f"run kind must be one of {tuple(RUN_KINDS)}")
     info = {**info, "data_fingerprint": dataset.fingerprint, "data_path": str(dataset.path)}
     shutil.copyfile(dataset.path / ITEMS_FILE, run_dir / ITEMS_FILE)
     write_json(run_dir / RUN_FILE, info)
@@ -42,8 +41,8 @@ def read_run_info(run_dir: str | Path) -> dict[str, Any]:
     info = read_json(path, expect=dict)
     kind = info.get("kind")
     if kind not in RUN_KINDS:
-        raise CftrecError(f"{path}: unknown run kind {kind!r}; expected one of {RUN_KINDS}")
-    missing = [k for k in ("data_fingerprint", *REQUIRED_KEYS[kind]) if k not in info]
+        raise CftrecError(f"{path}: unknown run kind {kind!r}; expected one of {tuple(RUN_KINDS)}")
+    missing = [k for k in ("data_fingerprint", *RUN_KINDS[kind].required_keys) if k not in info]
     if kind == "llm" and info.get("lora") and "base_model" not in info:
         missing.append("base_model")
     if missing:

@@ -3,7 +3,7 @@
     RUN/
       run.json        kind "llm", method, base_model, lora (or null), dtype, prompt (encoder
                       config), max_history, seed, data_fingerprint, summary, ...
-      items.parquet   catalogue copy (cftrec.run_info.write_run_info)
+      items.parquet   catalogue copy (cftrec.runs.info.write_run_info)
       config.yaml     the resolved training configuration: the settings with the defaults that
                       depend on the run filled in (weighting, max_eval_samples = validation
                       samples used, eval_steps, eval_batch_size)
@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CftrecError, first_line
-from ..io import atomic_directory
+from ..files import atomic_directory
 from ..prompts import PromptEncoder
-from ..run_info import RUN_FILE, read_run_info, write_run_info
+from .info import RUN_FILE, read_run_info, write_run_info
 
 MODEL_DIR = "model"
 ADAPTER_DIR = "adapter"
