@@ -25,7 +25,7 @@ import torch
 
 from . import shared_prefix
 from .guidance import branch_log_probs, mix
-from .lm import forward, prefill
+from .lm import feed_step, prefill
 from .trie import TitleTrie
 
 NEG_INF = float("-inf")
@@ -141,7 +141,9 @@ def _search(
         live = int((run_scores[keep_users] > NEG_INF).sum(1).max())
         run_scores = run_scores[keep_users, :live]
         pick = pick[keep_users, :live]
-        nodes = cand_child[keep_users].gather(1, pick).masked_fill(run_scores == NEG_INF, 0)
+        # dead rows sit on a node without children, so they add no candidates
+        nodes = cand_child[keep_users].gather(1, pick)
+        nodes = nodes.masked_fill(run_scores == NEG_INF, trie.dead_end)
         next_tokens = cand_token[keep_users].gather(1, pick)
         parents = cand_parent[keep_users].gather(1, pick)  # [A', live]
         rows_per_user = scores.shape[1]
@@ -151,23 +153,11 @@ def _search(
         prompt_mask, prompt_len = prompt_mask[keep_users], prompt_len[keep_users]
 
         # Feed the chosen tokens: one new position per beam row.
-        rows = len(users) * live
-        positions = (prompt_len.repeat_interleave(live) + step).unsqueeze(1)
-        if prefix is not None:
-            if len(keep_users) < active:
-                prefix = prefix.select(keep_users)
-            out, cache = forward(model, next_tokens.view(rows, 1), None, positions, cache,
-                                 shared_prefix=prefix)  # fmt: skip
-        else:
-            mask = torch.cat(
-                [
-                    prompt_mask.repeat_interleave(live, 0),
-                    torch.ones((rows, step + 1), dtype=prompt_mask.dtype, device=device),
-                ],
-                1,
-            )
-            out, cache = forward(model, next_tokens.view(rows, 1), mask, positions, cache)
-        log_probs = out.logits[:, -1].float().log_softmax(-1).view(len(users), live, -1)
+        if prefix is not None and len(keep_users) < active:
+            prefix = prefix.select(keep_users)
+        log_probs, cache = feed_step(
+            model, next_tokens, cache, prompt_mask, prompt_len, step, prefix
+        )
     else:  # every path ends within max_length tokens, so this only catches a broken trie
         raise RuntimeError("constrained beam search did not finish within the longest title")
     return out_titles, out_scores

@@ -56,3 +56,20 @@ def prefill(model, prompts: Sequence[Sequence[int]], pad_id: int):
     out, cache = forward(model, ids, mask, positions, logits_to_keep=1)
     log_probs = out.logits[:, -1].float().log_softmax(-1)
     return log_probs, cache, mask, mask.sum(-1)
+
+
+def feed_step(model, tokens, cache, prompt_mask, prompt_len, step: int, prefix=None):
+    """Feed one chosen token per response row, `tokens` [A, W] (W rows per user, all at the
+    same `step`), continuing `cache` (response tokens only when the prompts are shared in place
+    as `prefix`, else prompts too). -> (next-token log-probs [A, W, V], cache)."""
+    users, width = tokens.shape
+    rows = users * width
+    positions = (prompt_len.repeat_interleave(width) + step).unsqueeze(1)
+    if prefix is not None:
+        out, cache = forward(model, tokens.reshape(rows, 1), None, positions, cache,
+                             shared_prefix=prefix)  # fmt: skip
+    else:
+        response = torch.ones((rows, step + 1), dtype=prompt_mask.dtype, device=tokens.device)
+        mask = torch.cat([prompt_mask.repeat_interleave(width, 0), response], 1)
+        out, cache = forward(model, tokens.reshape(rows, 1), mask, positions, cache)
+    return out.logits[:, -1].float().log_softmax(-1).view(users, width, -1), cache

@@ -31,7 +31,8 @@ DECODING_METHODS: dict[str, DecodingMethod] = {
     method.name: method
     for method in (
         DecodingMethod("beam", "constrained beam search over the title trie (D3)", DEFAULT_BEAMS, True),
-        DecodingMethod("exhaustive", "exact likelihood of every title", None, False),
+        DecodingMethod("exact", "the model's exact top-k by branch and bound over the trie", None, True),
+        DecodingMethod("exhaustive", "likelihood of every title (exact, slow)", None, False),
         DecodingMethod("grounding", "free generation mapped to the nearest titles (BIGRec)", GROUNDING_BEAMS, False),
     )
 }  # fmt: skip

@@ -3,9 +3,10 @@
     rec = LLMRecommender(model, tokenizer, catalog_or_titles)
     rec.recommend([["item1", "item7"], []], k=10, num_beams=10, method="beam")
 
-Methods: "beam" (constrained beam search over the title trie, D3; optional assistant guidance),
-"exhaustive" (exact likelihood of every title) and "grounding" (BIGRec: free generation, then
-nearest titles by hidden state).
+Methods (decoding/methods.py): "beam" (constrained beam search over the title trie, D3),
+"exact" (the model's exact top-k, branch and bound over the trie), both with optional assistant
+guidance; "exhaustive" (likelihood of every title) and "grounding" (BIGRec: free generation,
+then nearest titles by hidden state).
 
 The catalogue can change without retraining: `add_items` / `remove_items` rebuild the trie (and
 grounding's title embeddings, for the new titles only) before the change takes effect.
@@ -183,6 +184,10 @@ class LLMRecommender:
             raise CftrecError(
                 f"assistant guidance works with --decoding {' or '.join(guided_methods)} only"
             )
+        if method == "exact":
+            from .exact import check_exact_applies
+
+            check_exact_applies(self.length_penalty, guidance_scale if assistant else None)
         num_beams = resolve_beams(method, num_beams)
         if k < 1 or num_beams < 1:
             raise CftrecError("k and num_beams must be at least 1")
@@ -196,6 +201,10 @@ class LLMRecommender:
             if method == "beam":
                 result.recommendations += self._beam(
                     batch, histories[start : start + size], k, num_beams, assistant, guidance_scale
+                )
+            elif method == "exact":
+                result.recommendations += self._exact(
+                    batch, histories[start : start + size], k, assistant, guidance_scale
                 )
             elif method == "exhaustive":
                 result.recommendations += self._exhaustive(batch, k)
@@ -223,21 +232,40 @@ class LLMRecommender:
     # ---------------------------------------------------------------- methods
     def _beam(self, prompts, histories, k, num_beams, assistant, guidance_scale):
         from .beam import constrained_beam_search
-        from .guidance import assistant_title_log_probs, node_log_mass
 
-        mass = None
-        if assistant is not None:
-            title_log_probs = assistant_title_log_probs(assistant, self.catalog, histories)
-            mass = node_log_mass(self.trie, title_log_probs.to(self.trie.leaf_order.device))
         titles, scores = constrained_beam_search(
             self.model, prompts, self.trie, num_beams, self.pad_id,
-            length_penalty=self.length_penalty, assistant_log_mass=mass,
+            length_penalty=self.length_penalty,
+            assistant_log_mass=self._assistant_mass(assistant, histories),
             guidance_scale=guidance_scale,
         )  # fmt: skip
+        return self._lists(titles, scores, k)
+
+    def _assistant_mass(self, assistant, histories):
+        """D3 guidance: the assistant's log mass per trie node [B, N], or None without one."""
+        if assistant is None:
+            return None
+        from .guidance import assistant_title_log_probs, node_log_mass
+
+        title_log_probs = assistant_title_log_probs(assistant, self.catalog, histories)
+        return node_log_mass(self.trie, title_log_probs.to(self.trie.leaf_order.device))
+
+    def _lists(self, titles, scores, k) -> list[list[Recommendation]]:
+        """Search output (title indices and scores [B, W], -1 where empty) as ranked lists."""
         return [
             [self._recommendation(t, s) for t, s in zip(row_t, row_s, strict=True) if t >= 0][:k]
             for row_t, row_s in zip(titles.tolist(), scores.tolist(), strict=True)
         ]
+
+    def _exact(self, prompts, histories, k, assistant, guidance_scale):
+        from .exact import exact_top_k
+
+        titles, scores = exact_top_k(
+            self.model, prompts, self.trie, min(k, len(self.catalog.titles)), self.pad_id,
+            assistant_log_mass=self._assistant_mass(assistant, histories),
+            guidance_scale=guidance_scale,
+        )  # fmt: skip
+        return self._lists(titles, scores, k)
 
     def _exhaustive(self, prompts, k):
         from .exhaustive import score_all_titles

@@ -88,6 +88,9 @@ class TitleTrie:
         self.title_lo = torch.tensor(lo, dtype=torch.long)
         self.title_hi = torch.tensor(hi, dtype=torch.long)
         self.leaf_order = torch.tensor(leaf_order, dtype=torch.long)
+        # A node without children (any title's end): where search rows that hold no prefix
+        # point, so they add no candidates (the root would add its whole fan-out).
+        self.dead_end = int((self.child_count == 0).nonzero()[0])
 
     def to(self, device) -> TitleTrie:
         for name in (

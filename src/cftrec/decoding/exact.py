@@ -1,0 +1,188 @@
+"""Exact top-K over the catalogue trie: the K titles the model scores highest, no search error.
+
+With length penalty 0 a title's score is a sum of token log-probabilities, each <= 0, so the
+score of a trie prefix bounds the score of every title below it (D3 guidance with a scale in
+[0, 1] keeps this: both mixed terms are log-probabilities). Branch and bound therefore only has
+to extend the prefixes that could still beat the K-th best title:
+
+1. Bound: a K-beam constrained search returns K real titles; the K-th best score among them
+   (history titles left out when asked) is a lower bound on the true K-th best score.
+2. Search: a breadth-first walk down the trie, batched over users, that keeps every prefix
+   scoring at least the bound, and raises the bound to the K-th best title finished so far.
+   Every title of the true top K has all its prefixes above the bound, so none is pruned.
+
+The walk feeds one token position per step for all kept prefixes of all users in one forward
+pass, the prompts' keys/values read in place (shared_prefix.py) as in beam search. Its cost is
+the number of prefixes above the bound: small when the model is confident, up to exhaustive
+scoring's when it is not (see BENCHMARKS.md, "Exact decoding").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import CftrecError
+from . import shared_prefix
+from .beam import NEG_INF, constrained_beam_search
+from .guidance import branch_log_probs, mix
+from .lm import feed_step, prefill
+from .trie import TitleTrie
+
+# The bound comes from a separate search whose forward passes group rows differently, so the
+# same title's score may differ there in the last float bits; the walk relaxes the bound by this
+# much (in nats) so such a title is never pruned on its own rounding.
+BOUND_SLACK = 1e-3
+
+
+@dataclass
+class ExactStats:
+    """Work done by one exact search (summed over its users)."""
+
+    prefixes: int = 0  # prefixes fed to the model by the walk (one token position each)
+
+
+def check_exact_applies(length_penalty: float, guidance_scale: float | None) -> None:
+    """The bound needs scores that only fall along a path; refuse options that break it."""
+    if length_penalty != 0:
+        raise CftrecError(
+            "--decoding exact needs --length-penalty 0 (a length penalty lets a longer title "
+            "outscore its own prefix, so no prefix bounds its titles)"
+        )
+    if guidance_scale is not None and not 0 <= guidance_scale <= 1:
+        raise CftrecError(
+            "--decoding exact needs --guidance-scale in [0, 1] (outside it a mixed token score "
+            "can be positive, so no prefix bounds its titles)"
+        )
+
+
+@torch.inference_mode()
+def exact_top_k(
+    model,
+    prompts: Sequence[Sequence[int]],
+    trie: TitleTrie,
+    k: int,
+    pad_id: int,
+    assistant_log_mass: torch.Tensor | None = None,
+    guidance_scale: float = 1.0,
+    excluded: Sequence[Sequence[int]] | None = None,
+    share_prompt: bool = True,
+    stats: ExactStats | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> (title indices [B, K], scores [B, K]), best first; -1 / -inf where fewer than K.
+
+    `excluded[b]`: title indices user b must not get (its history, say); the K titles are the
+    best of the others. `assistant_log_mass` [B, N]: D3 guidance (guidance.node_log_mass).
+    """
+    check_exact_applies(0.0, guidance_scale if assistant_log_mass is not None else None)
+    stats = stats if stats is not None else ExactStats()
+    batch = len(prompts)
+    excluded = [list(e) for e in excluded] if excluded is not None else [[] for _ in prompts]
+    blocked = torch.zeros((batch, trie.num_titles), dtype=torch.bool)
+    for row, titles in enumerate(excluded):
+        blocked[row, titles] = True
+    bound = _lower_bound(
+        model, prompts, trie, k, pad_id, assistant_log_mass, guidance_scale, blocked, share_prompt
+    )
+    with shared_prefix.attention(model):
+        return _walk(
+            model, prompts, trie, k, pad_id, assistant_log_mass, guidance_scale, blocked,
+            bound - BOUND_SLACK, share_prompt, stats,
+        )  # fmt: skip
+
+
+def _lower_bound(
+    model, prompts, trie, k, pad_id, mass, guidance_scale, blocked, share_prompt
+) -> torch.Tensor:
+    """[B]: the K-th best score among the allowed titles of a beam search wide enough to hold
+    K of them (-inf when it found fewer)."""
+    width = min(trie.num_titles, k + int(blocked.sum(1).max()))
+    titles, scores = constrained_beam_search(
+        model, prompts, trie, width, pad_id, assistant_log_mass=mass,
+        guidance_scale=guidance_scale, share_prompt=share_prompt,
+    )  # fmt: skip
+    titles, scores = titles.cpu(), scores.cpu()
+    allowed = (titles >= 0) & ~blocked.gather(1, titles.clamp_min(0))
+    kept = scores.masked_fill(~allowed, NEG_INF).sort(dim=1, descending=True).values
+    if kept.shape[1] < k:
+        return torch.full((len(prompts),), NEG_INF)
+    return kept[:, k - 1]
+
+
+def _walk(
+    model, prompts, trie, k, pad_id, mass, guidance_scale, blocked, bound, share_prompt, stats
+) -> tuple[torch.Tensor, torch.Tensor]:
+    from transformers import DynamicCache
+
+    batch = len(prompts)
+    log_probs, cache, prompt_mask, prompt_len = prefill(model, prompts, pad_id)
+    device = log_probs.device
+    prefix = None
+    if share_prompt and shared_prefix.supports(model, cache):
+        prefix, cache = shared_prefix.SharedPrefix.from_cache(cache, prompt_mask), DynamicCache()
+    log_probs = log_probs.unsqueeze(1)  # [A, R=1, V]: the root, one row per user
+    users = torch.arange(batch, device=device)  # active users -> batch index
+    scores = torch.zeros((batch, 1), device=device)  # [A, R] prefix scores (-inf: padding)
+    nodes = torch.zeros((batch, 1), dtype=torch.long, device=device)  # [A, R] trie nodes
+    bound = bound.to(device)
+    blocked = blocked.to(device)
+    pool_scores = torch.full((batch, k), NEG_INF, device=device)  # best finished, best first
+    pool_titles = torch.full((batch, k), -1, dtype=torch.long, device=device)
+    out_scores, out_titles = pool_scores.clone(), pool_titles.clone()
+    mass = mass.to(device) if mass is not None else None
+
+    for step in range(trie.max_length):
+        active = len(users)
+        tokens, children, valid = trie.children(nodes)  # [A, R, D]
+        token_scores = log_probs.gather(-1, tokens)
+        if mass is not None:
+            token_scores = mix(token_scores, branch_log_probs(mass[users], nodes, children),
+                               guidance_scale)  # fmt: skip
+        candidates = (scores.unsqueeze(-1) + token_scores).masked_fill(~valid, NEG_INF)
+        flat = candidates.view(active, -1)  # [A, R*D]
+        flat_child = children.view(active, -1)
+        flat_title = trie.leaf_title[flat_child]
+        ends = flat_title >= 0
+        allowed = ~blocked[users].gather(1, flat_title.clamp_min(0))
+
+        # Finished titles enter the pool (best K kept); the K-th best raises the bound.
+        finished = flat.masked_fill(~(ends & allowed), NEG_INF)
+        merged_scores = torch.cat([pool_scores, finished], 1)
+        merged_titles = torch.cat([pool_titles, flat_title.masked_fill(~ends, -1)], 1)
+        pool_scores, keep = merged_scores.topk(k, dim=1)
+        pool_titles = merged_titles.gather(1, keep)
+        bound = torch.maximum(bound, pool_scores[:, -1])
+
+        # Open prefixes that could still hold a title at least as good as the bound.
+        running = flat.masked_fill(ends | (flat < bound.unsqueeze(1)), NEG_INF)
+        counts = (running > NEG_INF).sum(1)
+        done = counts == 0
+        if done.any():
+            out_scores[users[done]] = pool_scores[done]
+            out_titles[users[done]] = pool_titles[done]
+        keep_users = (~done).nonzero().squeeze(1)
+        if len(keep_users) == 0:
+            break
+        width = int(counts[keep_users].max())  # rows per user: the widest user's frontier
+        run_scores, pick = running[keep_users].topk(width, dim=1)  # [A', width]
+        # padding rows sit on a node without children, so they add no candidates
+        nodes = flat_child[keep_users].gather(1, pick)
+        nodes = nodes.masked_fill(run_scores == NEG_INF, trie.dead_end)
+        next_tokens = tokens.view(active, -1)[keep_users].gather(1, pick)
+        parents = pick // tokens.shape[-1]  # row (within R) each kept prefix extends
+        rows_per_user = scores.shape[1]
+        cache.reorder_cache((keep_users.unsqueeze(1) * rows_per_user + parents).view(-1))
+        stats.prefixes += int(counts[keep_users].sum())
+        users, scores, bound = users[keep_users], run_scores, bound[keep_users]
+        pool_scores, pool_titles = pool_scores[keep_users], pool_titles[keep_users]
+        prompt_mask, prompt_len = prompt_mask[keep_users], prompt_len[keep_users]
+        if prefix is not None and len(keep_users) < active:
+            prefix = prefix.select(keep_users)
+        log_probs, cache = feed_step(
+            model, next_tokens, cache, prompt_mask, prompt_len, step, prefix
+        )
+    else:  # every path ends within max_length tokens, so this only catches a broken trie
+        raise RuntimeError("exact search did not finish within the longest title")
+    return out_titles, out_scores
