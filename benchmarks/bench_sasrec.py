@@ -28,10 +28,10 @@ from cftrec.baselines.sasrec import (
     evaluate_titles,
     fit_sasrec,
     length_batches,
-    ndcg_hr_at,
     title_ranks,
 )
 from cftrec.data.dataset import Dataset
+from cftrec.evaluation.metrics import mean_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT / ".." / "shared" / "data"
@@ -69,11 +69,10 @@ def item_level(recommender, samples, exclude_history=False, ks=(5, 10, 20)) -> d
             for row, r in enumerate(rows):
                 seen = [index_of[i] - 1 for i in histories[r] if i != samples[r].target]
                 scores[row, seen] = -torch.inf
-        ranks.append(title_ranks(scores, targets))
-    ranks = torch.cat(ranks)
+        ranks += title_ranks(scores, targets).tolist()
     result = {}
     for k in ks:
-        result[f"ndcg@{k}"], result[f"hr@{k}"] = ndcg_hr_at(ranks, k)
+        result.update(mean_metrics(ranks, (k,)))
     return result
 
 

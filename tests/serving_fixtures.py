@@ -71,6 +71,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_until(condition, what: str, timeout_s: float = 30) -> None:
+    """Poll `condition()` until it holds. The timeout only turns a hang into a failure: nothing
+    is asserted about how long it took."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.01)
+
+
 @contextlib.contextmanager
 def running_server(app, port: int | None = None):
     """Serve an ASGI app with uvicorn in a thread on 127.0.0.1; yields the base URL."""

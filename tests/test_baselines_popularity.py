@@ -1,4 +1,5 @@
-"""Popularity baseline: ranking against a hand count, title-level probabilities, run round trip."""
+"""Popularity baseline: ranking against a hand count, title-level probabilities, run round trip,
+LLM options refused."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import torch
 from cftrec.baselines.popularity import PopularityRecommender
 from cftrec.cli import main
 from cftrec.data.dataset import Dataset, write_dataset
+from cftrec.errors import CftrecError
 from cftrec.runs import load_recommender
+from cftrec.runs.protocol import Assistant, Recommender
 
 
 @pytest.fixture
@@ -71,10 +74,23 @@ def test_cli_round_trip(tiny, tmp_path, capsys):
     assert info["kind"] == "pop" and info["train_interactions"] == 7
     stored = json.loads((run / "run.json").read_text())
     assert stored["data_fingerprint"] == Dataset.load(tiny).fingerprint
-    loaded = load_recommender(run, num_beams=10)  # decoding options are accepted and ignored
+    loaded = load_recommender(run)
     assert isinstance(loaded, PopularityRecommender)
     assert [r.title for r in loaded.recommend([["a"]])[0]] == HAND_RANKING
     assert loaded.counts == HAND_COUNTS
+
+
+def test_llm_options_are_refused(tiny, tmp_path):
+    run = tmp_path / "run"
+    main(["baseline", "pop", "--data", str(tiny), "-o", str(run)])
+    for option in ({"num_beams": 10}, {"method": "beam"}):
+        with pytest.raises(CftrecError, match=next(iter(option))):
+            load_recommender(run, **option)
+    recommender = load_recommender(run, num_beams=None)  # None counts as not given
+    assert isinstance(recommender, Recommender) and isinstance(recommender, Assistant)
+    with pytest.raises(CftrecError, match="method, num_beams") as error:
+        recommender.recommend([["a"]], num_beams=10, method="beam")
+    assert "\n" not in str(error.value)
 
 
 def test_cli_missing_dataset_exits_2(tmp_path, capsys):

@@ -1,5 +1,6 @@
 """SASRec: learns a predictable pattern, scores at title level, is causal and padding-invariant,
-reloads identically from its run directory, and the CLI writes a complete run."""
+validates with the evaluation's metrics, reloads from its run directory as it was trained, gives
+the same run whatever the thread count, refuses LLM options, and the CLI writes a complete run."""
 
 from __future__ import annotations
 
@@ -18,11 +19,14 @@ from cftrec.baselines.sasrec import (
     fit_sasrec,
     title_ranks,
     training_windows,
+    write_sasrec_run,
 )
 from cftrec.cli import main
 from cftrec.data.dataset import Catalog, Dataset, write_dataset
 from cftrec.errors import CftrecError
+from cftrec.evaluation.metrics import mean_metrics, target_rank
 from cftrec.runs import load_recommender
+from cftrec.runs.protocol import Assistant, Recommender
 
 NUM_ITEMS = 20
 
@@ -57,6 +61,16 @@ def cycle(tmp_path_factory):
     path = tmp_path_factory.mktemp("cycle") / "data"
     dataset = cycle_dataset(path)
     return dataset, fit_sasrec(dataset, small_config())
+
+
+@pytest.fixture(scope="module")
+def one_epoch(tmp_path_factory):
+    """SASRec after one epoch (its rankings still far from perfect) and its run folder."""
+    root = tmp_path_factory.mktemp("one_epoch")
+    dataset = cycle_dataset(root / "data")
+    result = fit_sasrec(dataset, small_config(epochs=1))
+    write_sasrec_run(root / "run", root / "data", dataset, result)
+    return dataset, result, root / "run"
 
 
 def random_recommender(catalog, seed=0, max_length=8):
@@ -148,14 +162,76 @@ def test_recommend_distinct_titles_with_all_item_ids(tmp_path):
     assert shared.item_ids == ("i18", "i19")
 
 
-def test_title_ranks_match_stable_sort():
+def test_title_ranks_are_target_rank_in_the_stable_sort():
     scores = torch.tensor([[0.1, 0.5, 0.5, -1.0], [2.0, 2.0, 2.0, 2.0]])
     for target in range(4):
         targets = torch.tensor([target, target])
         ranks = title_ranks(scores, targets).tolist()
         for row in range(2):
             order = sorted(range(4), key=lambda t: (-scores[row, t].item(), t))
-            assert ranks[row] == order.index(target)
+            assert ranks[row] == target_rank(order, target)
+
+
+def test_validation_metrics_are_the_evaluation_metrics(one_epoch):
+    """What early stopping reads is what cftrec.evaluation.metrics gives for the ranks of the
+    validation targets in the recommended lists (one epoch: the model validated is the one
+    kept, and its ranks vary)."""
+    dataset, result, _ = one_epoch
+    recommender, catalog = result.recommender, dataset.catalog
+    valid = dataset.samples("valid", recommender.max_history)
+    lists = recommender.recommend([s.history for s in valid], k=len(catalog.titles))
+    ranks = [
+        target_rank([r.title for r in recs], catalog.title(s.target))
+        for s, recs in zip(valid, lists, strict=True)
+    ]
+    assert result.best_valid == mean_metrics(ranks, (10,))
+    assert 0 < result.best_valid["ndcg@10"] < 1
+    assert result.metrics[0]["valid_ndcg@10"] == result.best_valid["ndcg@10"]
+
+
+def test_reloaded_run_scores_as_the_model_trained(one_epoch):
+    dataset, result, run = one_epoch
+    loaded = load_recommender(run)
+    histories = [s.history for s in dataset.samples("test", 8)]
+    trained = result.recommender
+    torch.testing.assert_close(
+        loaded.title_scores(histories), trained.title_scores(histories), rtol=0, atol=0
+    )
+    assert loaded.max_history == trained.max_history
+
+
+def test_same_run_whatever_the_thread_count(tmp_path):
+    """Training and scoring use a fixed thread count, whatever the caller set (which they give
+    back): float sums split between threads would round differently."""
+    dataset = cycle_dataset(tmp_path / "data")
+    histories = [s.history for s in dataset.samples("test", 8)]
+    callers = torch.get_num_threads()
+    weights, scores = [], []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            recommender = fit_sasrec(dataset, small_config(epochs=2)).recommender
+            scores.append(recommender.title_log_probs(histories))
+            assert torch.get_num_threads() == threads
+            weights.append(recommender.model.state_dict())
+    finally:
+        torch.set_num_threads(callers)
+    for name, tensor in weights[0].items():
+        assert torch.equal(tensor, weights[1][name]), name
+    assert torch.equal(*scores)
+
+
+def test_llm_options_are_refused(one_epoch):
+    _, _, run = one_epoch
+    for option in ({"num_beams": 10}, {"method": "beam"}):
+        with pytest.raises(CftrecError, match=next(iter(option))):
+            load_recommender(run, **option)
+    # its own options are taken; None counts as not given
+    recommender = load_recommender(run, device="cpu", batch_size=8, num_beams=None)
+    assert isinstance(recommender, Recommender) and isinstance(recommender, Assistant)
+    with pytest.raises(CftrecError, match="method, num_beams") as error:
+        recommender.recommend([["i1"]], num_beams=10, method="beam")
+    assert "\n" not in str(error.value)
 
 
 def test_training_windows_cover_every_target_once():
@@ -177,7 +253,7 @@ def test_unknown_item_and_empty_history_are_user_errors(tmp_path):
         recommender.recommend([[]])
 
 
-def test_cli_round_trip_and_reload_identical(tmp_path, capsys):
+def test_cli_round_trip_and_same_seed_same_run(tmp_path, capsys):
     data = tmp_path / "data"
     dataset = cycle_dataset(data)
     run = tmp_path / "run"
@@ -195,13 +271,12 @@ def test_cli_round_trip_and_reload_identical(tmp_path, capsys):
     }
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [x["epoch"] for x in lines] == [1, 2, 3] and all("valid_ndcg@10" in x for x in lines)
-    loaded = load_recommender(run)
     histories = [s.history for s in dataset.samples("test", 8)]
-    first = loaded.title_scores(histories)
-    torch.testing.assert_close(first, load_recommender(run).title_scores(histories), rtol=0, atol=0)
-    # same seed, same result: a second training run gives identical weights
+    first = load_recommender(run).title_scores(histories)
+    # same seed, same result: a second training run scores identically
     main(["baseline", "sasrec", "--data", str(data), "-o", str(tmp_path / "run2"), *options])
-    torch.testing.assert_close(first, load_recommender(tmp_path / "run2").title_scores(histories))
+    second = load_recommender(tmp_path / "run2").title_scores(histories)
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
 
 
 def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, capsys):

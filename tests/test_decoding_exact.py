@@ -166,7 +166,7 @@ def test_exact_with_guidance_equals_brute_force(tokenizer, scale):
     recommender = LLMRecommender(make_model(tokenizer, 6, 3.0), tokenizer, catalog)
     assistant = HistoryAssistant(catalog, seed=6, zero_titles=5)
     got = recommender.recommend(HISTORIES, k=8, method="exact", assistant=assistant,
-                                guidance_scale=scale)  # fmt: skip
+                                guidance_scale=scale, exclude_history=False)  # fmt: skip
     want_titles, want_scores = brute_force(recommender, HISTORIES, 8, assistant, scale)
     check_same(
         [[catalog.index_of_title[r.title] for r in row] for row in got],
@@ -182,7 +182,7 @@ def test_scale_zero_returns_the_assistants_ranking(tokenizer):
     recommender = LLMRecommender(make_model(tokenizer, 7, 1.0), tokenizer, catalog)
     assistant = HistoryAssistant(catalog, seed=7)
     got = recommender.recommend(HISTORIES, k=6, method="exact", assistant=assistant,
-                                guidance_scale=0.0)  # fmt: skip
+                                guidance_scale=0.0, exclude_history=False)  # fmt: skip
     own = assistant.title_log_probs(HISTORIES).topk(6, dim=1).indices.tolist()
     assert [[catalog.index_of_title[r.title] for r in row] for row in got] == own
 
@@ -200,6 +200,26 @@ def test_excluded_titles_are_skipped_and_the_list_stays_full(tokenizer):
     )
     want_titles, want_scores = brute_force(recommender, HISTORIES, 5, excluded=excluded)
     check_same(got_titles.tolist(), got_scores.tolist(), want_titles, want_scores)
+
+
+@pytest.mark.parametrize("method", ["exact", "beam", "exhaustive"])
+def test_recommend_leaves_out_the_history_by_default(tokenizer, method):
+    """What comes next: by default a history's own titles are not recommended, and the list
+    still holds k titles (beam search asks for a beam per excluded title)."""
+    titles = random_titles(12, 30)
+    catalog = Catalog([f"t{i}" for i in range(30)], titles)
+    recommender = LLMRecommender(make_model(tokenizer, 12, 3.0), tokenizer, catalog)
+    num_beams = 30 if method == "beam" else None  # covering beams: the exact ranking
+    got = recommender.recommend(HISTORIES, k=5, method=method, num_beams=num_beams)
+    history_titles = [{catalog.title_of[i] for i in history} for history in HISTORIES]
+    excluded = [sorted(catalog.index_of_title[t] for t in gone) for gone in history_titles]
+    want_titles, _ = brute_force(recommender, HISTORIES, 5, excluded=excluded)
+    assert [[catalog.index_of_title[r.title] for r in row] for row in got] == want_titles
+    kept = recommender.recommend(HISTORIES, k=5, method=method, num_beams=num_beams,
+                                 exclude_history=False)  # fmt: skip
+    assert [[catalog.index_of_title[r.title] for r in row] for row in kept] == brute_force(
+        recommender, HISTORIES, 5
+    )[0]
 
 
 def test_exhaustive_oracle_matches_plain_forward_passes(tokenizer):

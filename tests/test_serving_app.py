@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import concurrent.futures
+from types import SimpleNamespace
 
 import httpx
 import pytest
 
 from cftrec.data.dataset import Dataset
+from cftrec.decoding import methods
 from cftrec.serving.app import create_app
 from cftrec.serving.service import RecommendService
 from serving_fixtures import (
@@ -138,8 +140,9 @@ def test_concurrent_requests_are_micro_batched_and_correct(runs):
     from cftrec.runs.llm import load_llm_run
 
     service = RecommendService.load(runs["llm"], method="exhaustive")
-    app = create_app(service, max_batch_size=8, max_wait_ms=400)
     histories = [["0"], ["1", "2"], ["3", "4", "5"], ["6"], ["7", "0"], ["2", "5"]]
+    # The batch is sent when full, however long its requests take to come: one call for all.
+    app = create_app(service, max_batch_size=len(histories), max_wait_ms=120_000)
     with running_server(app) as url:
 
         def ask(history):
@@ -150,8 +153,8 @@ def test_concurrent_requests_are_micro_batched_and_correct(runs):
         batching = httpx.get(f"{url}/health").json()["batching"]
     assert all(r.status_code == 200 for r in responses)
     assert batching["requests"] == len(histories)
-    assert batching["recommend_calls"] < len(histories)
-    assert batching["largest_batch"] > 1
+    assert batching["recommend_calls"] == 1
+    assert batching["largest_batch"] == len(histories)
     run = load_llm_run(runs["llm"])
     for history, response in zip(histories, responses, strict=True):
         expected = brute_force_ranking(run.model, run.encoder, service.catalog, history)[:4]
@@ -168,3 +171,20 @@ def test_beam_runs_bound_k_by_beams(runs):
         assert ok.status_code == 200 and len(ok.json()["recommendations"]) == 3
         too_many = httpx.post(f"{url}/recommend", json={"history": [], "k": 4})
         assert too_many.status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("default_beams", "num_beams", "k_limit"), [(None, 20, None), (7, None, 7), (7, 3, 3)]
+)
+def test_a_method_new_to_the_registry_is_served_with_its_beam_limit(
+    monkeypatch, default_beams, num_beams, k_limit
+):
+    """Serving knows methods only through the decoding registry: k is bounded by the beams of
+    a method that has some, and free for one that has none."""
+    new = methods.DecodingMethod("exact", "a method added later", default_beams, False)
+    monkeypatch.setitem(methods.DECODING_METHODS, "exact", new)
+    recommender = SimpleNamespace(catalog=None)
+    service = RecommendService(
+        recommender, {"kind": "llm"}, "run", method="exact", num_beams=num_beams
+    )
+    assert service.k_limit == k_limit

@@ -3,6 +3,7 @@ uploads, clients that leave, and unsafe authentication settings."""
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import logging
 import socket
@@ -18,8 +19,9 @@ from cftrec.cli import main
 from cftrec.data.dataset import write_dataset
 from cftrec.errors import CftrecError
 from cftrec.serving.app import check_auth, create_app, serve
+from cftrec.serving.guard import RequestGuard
 from cftrec.serving.service import RecommendService
-from serving_fixtures import make_dataset, make_pop_run, running_server
+from serving_fixtures import free_port, make_dataset, make_pop_run, running_server, wait_until
 
 LONG_TITLE = "The Long Title: " + "a very long subtitle, " * 30 + "(2026)"  # 677 characters
 
@@ -89,12 +91,17 @@ def test_every_catalogue_title_is_accepted_however_long(tmp_path):
         assert too_long.status_code == 422
 
 
-def _raw_request(port: int, head: bytes, trickle: bytes = b"", every_s: float = 0.1) -> tuple:
-    """Send `head`, then `trickle` one byte at a time; return (first response bytes, seconds
-    until they came)."""
+def _post_head(body: bytes) -> bytes:
+    return (
+        b"POST /recommend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    )
+
+
+def _raw_request(port: int, head: bytes, trickle: bytes = b"", every_s: float = 0.1) -> bytes:
+    """Send `head`, then `trickle` one byte every `every_s`; return the first response bytes."""
     with socket.create_connection(("127.0.0.1", port), timeout=15) as sock:
         sock.sendall(head)
-        started = time.monotonic()
 
         def drip():
             for byte in trickle:
@@ -104,57 +111,101 @@ def _raw_request(port: int, head: bytes, trickle: bytes = b"", every_s: float = 
                 except OSError:
                     return
 
-        dripper = threading.Thread(target=drip, daemon=True)
-        dripper.start()
-        answer = sock.recv(65536)
-        return answer, time.monotonic() - started
+        threading.Thread(target=drip, daemon=True).start()
+        return sock.recv(65536)
 
 
 def test_stalled_and_trickled_uploads_get_408(pop_run):
-    from serving_fixtures import free_port
-
+    """A body that came in full would be answered 200: a 408 says it was cut off. (When the
+    deadline falls is checked on a fake clock below.)"""
     port = free_port()
     app = create_app(RecommendService.load(pop_run), body_timeout_s=0.5)
     with running_server(app, port=port):
         body = b'{"history": ["Heat (1995)"], "k": 2}'
-        head = (
-            b"POST /recommend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n" % len(body)
-        )
-        stalled, seconds = _raw_request(port, head + body[:10])
+        head = _post_head(body)
+        stalled = _raw_request(port, head + body[:10])
         assert stalled.startswith(b"HTTP/1.1 408"), stalled
-        assert 0.4 < seconds < 5
-        trickled, seconds = _raw_request(port, head, trickle=body, every_s=0.1)  # 3.7 s in all
+        # each byte well within the timeout, the whole body not (3.7 s)
+        trickled = _raw_request(port, head, trickle=body, every_s=0.1)
         assert trickled.startswith(b"HTTP/1.1 408"), trickled
-        assert 0.4 < seconds < 3
-        whole, _ = _raw_request(port, head + body)
+        whole = _raw_request(port, head + body)
         assert whole.startswith(b"HTTP/1.1 200"), whole
+
+
+class FakeClock:
+    """Seconds that pass only when the test moves `now`."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize(("chunks", "status"), [(4, 200), (5, 408)])
+def test_the_body_timeout_runs_from_the_first_chunk_to_the_last(chunks, status):
+    """On a fake clock, body chunks 0.25 s apart and a 1 s body timeout: a body of 4 chunks
+    reaches the app whole; a longer one gets 408 once the deadline passes, its fifth chunk
+    never read."""
+    clock = FakeClock()
+    read = []
+
+    async def receive():
+        clock.now += 0.25
+        read.append(clock.now)
+        return {"type": "http.request", "body": b"x", "more_body": len(read) < chunks}
+
+    async def echo(scope, receive, send):
+        body = (await receive())["body"]
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    guard = RequestGuard(echo, max_bytes=100, body_timeout_s=1.0, clock=clock)
+    scope = {"type": "http", "method": "POST", "path": "/recommend", "headers": []}
+    asyncio.run(guard(scope, receive, send))
+    assert read == [0.25, 0.5, 0.75, 1.0]
+    assert sent[0]["status"] == status
+    if status == 200:
+        assert sent[1]["body"] == b"xxxx"
 
 
 def test_requests_of_clients_that_left_are_not_decoded(pop_run):
     service = RecommendService.load(pop_run)
     decoded = []
+    busy, release = threading.Event(), threading.Event()
     recommend = service.recommend
 
     def recording(histories, k):
         decoded.append([list(h) for h in histories])
-        if ["0"] in histories:
-            time.sleep(1.5)  # keeps the inference thread busy while the next client leaves
+        if ["0"] in histories:  # hold the inference thread while the next client leaves
+            busy.set()
+            release.wait(timeout=60)
         return recommend(histories, k)
 
     service.recommend = recording
     app = create_app(service, max_wait_ms=0)
+    batcher = app.api.state.batcher
     errors = []
     handler = logging.Handler(logging.ERROR)
     handler.emit = errors.append
-    with running_server(app) as url:
+    port = free_port()
+    with running_server(app, port=port) as url:
         logging.getLogger("uvicorn.error").addHandler(handler)  # uvicorn configured it by now
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            busy = pool.submit(httpx.post, f"{url}/recommend", json={"history": ["0"]}, timeout=30)
-            time.sleep(0.3)
-            with pytest.raises(httpx.ReadTimeout):
-                httpx.post(f"{url}/recommend", json={"history": ["1"]}, timeout=0.3)
-            assert busy.result().status_code == 200
+            first = pool.submit(httpx.post, f"{url}/recommend", json={"history": ["0"]}, timeout=60)
+            assert busy.wait(timeout=30)
+            body = b'{"history": ["1"]}'
+            with socket.create_connection(("127.0.0.1", port), timeout=15) as leaving:
+                leaving.sendall(_post_head(body) + body)
+                wait_until(lambda: batcher.queued == 1, "the request is queued")
+            wait_until(lambda: batcher.queued == 0, "the server has seen its client leave")
+            release.set()
+            assert first.result().status_code == 200
         assert httpx.post(f"{url}/recommend", json={"history": ["2"]}).status_code == 200
         batching = httpx.get(f"{url}/health").json()["batching"]
     logging.getLogger("uvicorn.error").removeHandler(handler)

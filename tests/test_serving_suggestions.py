@@ -1,5 +1,6 @@
-"""Suggestions for unknown titles: the same as difflib where difflib is affordable, milliseconds on
-large catalogues (difflib took seconds per entry), and never on the server's event loop."""
+"""Suggestions for unknown titles: the same as difflib where difflib is affordable, bounded work
+on large catalogues (difflib compared every title: seconds per entry), and never on the server's
+event loop."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import csv
 import difflib
 import random
 import threading
-import time
 
 import httpx
 import pytest
@@ -65,24 +65,32 @@ def test_case_is_ignored_and_the_first_spelling_stands_for_the_others():
     assert matches.find("zzzzzz") == []
 
 
-def test_large_catalogue_queries_take_milliseconds_and_find_the_title():
+@pytest.fixture
+def ranked(monkeypatch) -> list[int]:
+    """How many strings each difflib ranking compares its query with (the costly part)."""
+    sizes = []
+    rank = difflib.get_close_matches
+
+    def counting(word, possibilities, n, cutoff):
+        sizes.append(len(possibilities))
+        return rank(word, possibilities, n, cutoff)
+
+    monkeypatch.setattr(difflib, "get_close_matches", counting)
+    return sizes
+
+
+def test_large_catalogues_rank_a_few_candidates_and_find_the_title(ranked):
     titles = _synthetic_titles(20_000)
     catalog = Catalog([str(i) for i in range(len(titles))], titles)
     rng = random.Random(3)
     cases = [(title, _typo(rng, title)) for title in rng.sample(titles, 10)]
-    # The old full difflib scan costs about a second per query here (ten: ~10 s).
-    started = time.perf_counter()
-    difflib.get_close_matches(cases[0][1].lower(), [t.lower() for t in titles], 3, 0.5)
-    full_scan = time.perf_counter() - started
-    catalog.title_matches  # the index is built once per catalogue  # noqa: B018
-    started = time.perf_counter()
     found = [close_titles(catalog, query) for _, query in cases]
-    elapsed = time.perf_counter() - started
     assert [f[0] for f in found] == [title for title, _ in cases]
-    assert elapsed < max(0.5, full_scan), (elapsed, full_scan)
+    # one ranking per query, of a few candidates: not a scan of 20,000 titles
+    assert len(ranked) == len(cases) and max(ranked) <= CANDIDATES
 
 
-def test_real_amazon_titles_are_found_quickly():
+def test_real_amazon_titles_are_found_among_a_few_candidates(ranked):
     titles = []
     for folder, column in (("amazon-toys", 1), ("amazon-video-games", 2)):
         with open(shared_data(folder) / "items.tsv", encoding="utf-8") as handle:
@@ -91,13 +99,11 @@ def test_real_amazon_titles_are_found_quickly():
             titles += [row[column] for row in reader if row[column].strip()]
     titles = list(dict.fromkeys(titles))
     catalog = Catalog([str(i) for i in range(len(titles))], titles)
-    catalog.title_matches  # noqa: B018
     rng = random.Random(4)
     cases = [(t, _typo(rng, t)) for t in rng.sample([t for t in titles if len(t) > 8], 20)]
-    started = time.perf_counter()
     found = [close_titles(catalog, query) for _, query in cases]
-    assert time.perf_counter() - started < 1.0
     assert all(f and f[0].lower() == t.lower() for (t, _), f in zip(cases, found, strict=True))
+    assert len(ranked) == len(cases) and max(ranked) <= CANDIDATES < len(titles)
 
 
 @pytest.fixture(scope="module")
@@ -108,28 +114,29 @@ def pop_run(tmp_path_factory):
 
 def test_suggestions_never_block_the_event_loop(pop_run):
     service = RecommendService.load(pop_run)
-    calls = []
+    suggesting, health_answered = threading.Event(), threading.Event()
 
-    def slow_close_titles(entry, n=3):
-        calls.append(threading.current_thread().name)
-        time.sleep(0.5)
+    def blocking_close_titles(entry, n=3):
+        suggesting.set()
+        # Held until /health has been answered: were suggestions found on the event loop,
+        # /health could not be answered and the test would fail on its timeout.
+        health_answered.wait(timeout=60)
         return ["Heat (1995)"]
 
-    service.close_titles = slow_close_titles
+    service.close_titles = blocking_close_titles
     app = create_app(service)
-    with running_server(app) as url:
+    with running_server(app) as url, concurrent.futures.ThreadPoolExecutor(1) as pool:
         unknown = {"history": ["zz 1", "zz 2", "zz 3", "zz 4"], "k": 2}
-        with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            pending = pool.submit(httpx.post, f"{url}/recommend", json=unknown, timeout=30)
-            time.sleep(0.3)  # the request is now computing suggestions (2 s in all)
-            started = time.monotonic()
+        pending = pool.submit(httpx.post, f"{url}/recommend", json=unknown, timeout=60)
+        assert suggesting.wait(timeout=30)
+        try:
             health = httpx.get(f"{url}/health", timeout=30)
-            waited = time.monotonic() - started
-            response = pending.result()
-    assert health.status_code == 200 and waited < 0.4, waited
+        finally:
+            health_answered.set()
+        response = pending.result()
+    assert health.status_code == 200
     assert response.status_code == 422
     assert [p["suggestions"] for p in response.json()["detail"]] == [["Heat (1995)"]] * 4
-    assert all(name != "MainThread" for name in calls)
 
 
 def test_unknown_entries_reported_per_request_are_bounded(pop_run):

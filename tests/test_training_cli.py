@@ -19,6 +19,13 @@ from training_fixtures import one_thread, write_tiny_dataset  # noqa: F401 (fixt
 
 pytestmark = pytest.mark.slow
 RUN_FILES = {"run.json", "items.parquet", "config.yaml", "tokenizer", "metrics.jsonl"}
+# The counterfactual prompt of the defaults (alpaca, style "remove"), written out by hand.
+ALPACA_WITHOUT_INPUT = (
+    "Below is an instruction that describes a task. Write a response that appropriately "
+    "completes the request.\n\n### Instruction:\nGiven a list of items the user has interacted "
+    "with in order, please recommend a new item that the user likes to the user.\n\n"
+    "### Response:\n"
+)
 
 
 def _env():
@@ -59,7 +66,9 @@ def test_train_sft_and_cft_then_reload(tmp_path, tiny_data, tiny_model_dir, toke
             "none" if method == "sft" else "linear"
         )
         assert loaded.info["summary"]["best_eval_loss"] is not None
-        assert loaded.encoder.counterfactual_ids() == loaded.encoder.counterfactual_ids()
+        # the reloaded run builds the counterfactual prompt it trained with
+        expected = tokenizer(ALPACA_WITHOUT_INPUT, add_special_tokens=True)["input_ids"]
+        assert loaded.encoder.counterfactual_ids() == expected
     # Same config, same seed: identical results on CPU.
     again = tmp_path / "cft-again"
     main(_train_args(tiny_data, tiny_model_dir, again, "--method", "cft", "--max-steps", "6"))

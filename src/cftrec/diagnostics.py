@@ -140,7 +140,8 @@ def diagnose_run(
         embedding_cache_dir=run_dir,
     )  # fmt: skip
     num_beams = resolve_beams(method, num_beams)
-    options = {"k": 1, "method": method, "num_beams": num_beams}
+    # the model's own top title, history titles included: what the history changes
+    options = {"k": 1, "method": method, "num_beams": num_beams, "exclude_history": False}
     histories = [list(s.history) for s in samples]
     with_history = recommender.recommend(histories, progress=progress, **options)
     without_history = recommender.recommend([[]], **options)[0]

@@ -16,9 +16,11 @@ from ..errors import CftrecError
 from ..files import atomic_directory, check_output, read_json, write_json
 from ..recommendation import Recommendation
 from ..runs.info import load_run_catalog, read_run_info, write_run_info
+from ..runs.protocol import refuse_options
 
 COUNTS_FILE = "popularity.json"
 COMMAND = "baseline pop"  # what the output marker names
+KIND_LABEL = "popularity"  # how messages name the run kind (as cftrec.runs.registry)
 
 
 class PopularityRecommender:
@@ -40,8 +42,10 @@ class PopularityRecommender:
         return cls(dataset.catalog, dataset.train_popularity())
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, **decoding_options) -> PopularityRecommender:
-        """Load a `cftrec baseline pop` run. LLM decoding options do not apply and are ignored."""
+    def from_run(cls, run_dir: str | Path, **options) -> PopularityRecommender:
+        """Load a `cftrec baseline pop` run. It takes no options: any (an LLM decoding option)
+        is a CftrecError naming it."""
+        refuse_options(KIND_LABEL, options)
         if read_run_info(run_dir)["kind"] != "pop":
             raise CftrecError(f"{run_dir}: not a popularity run")
         path = Path(run_dir) / COUNTS_FILE
@@ -54,9 +58,11 @@ class PopularityRecommender:
             raise CftrecError(f"{path}: {error}") from None
 
     def recommend(
-        self, histories: list[list[str]], k: int = 10, **decoding_options
+        self, histories: list[list[str]], k: int = 10, **options
     ) -> list[list[Recommendation]]:
-        """The k most popular titles for every history (histories do not change the list)."""
+        """The k most popular titles for every history (histories do not change the list).
+        Any option (an LLM decoding option) is a CftrecError naming it."""
+        refuse_options(KIND_LABEL, options)
         top = [
             Recommendation(
                 title, tuple(self.catalog.items_of_title[title]), float(self.counts[title])

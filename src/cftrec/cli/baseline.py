@@ -87,14 +87,14 @@ def baseline_sasrec(
         str | None, typer.Option(help="cpu | cuda | cuda:N.", show_default="cuda if available")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run info as JSON.")] = False,
-    threads: Threads = None,
+    threads: Threads = None,  # taken as by every model command; SASRec uses its own count
     overwrite: Overwrite = False,
 ) -> None:
-    """SASRec (Kang & McAuley 2018) trained on the train split, early stopping on valid NDCG@10."""
+    """SASRec (Kang & McAuley 2018) trained on the train split, early stopping on valid NDCG@10.
+    It computes on one CPU thread whatever --threads says, so a seed gives the same run whatever
+    the number of cores."""
     from ..baselines.sasrec import SASRecConfig, train_sasrec
-    from ..threads import use_threads
 
-    use_threads(threads)
     config = SASRecConfig(
         hidden_size=hidden_size,
         num_blocks=blocks,

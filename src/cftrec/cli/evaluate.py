@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..errors import CftrecError
-from .common import BEAMS_HELP, Overwrite, Threads, app
+from .common import BEAMS_HELP, DECODING_HELP, Overwrite, Threads, app
 
 
 @app.command("evaluate")
@@ -17,9 +17,7 @@ def evaluate_command(
     data: Annotated[Path, typer.Option("--data", help="Prepared dataset directory.")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Output folder to write.")],
     split: Annotated[str, typer.Option(help="Split to evaluate: test or valid.")] = "test",
-    decoding: Annotated[
-        str, typer.Option(help="LLM runs: beam (constrained, D3), exhaustive or grounding.")
-    ] = "beam",
+    decoding: Annotated[str, typer.Option(help=DECODING_HELP)] = "beam",
     beams: Annotated[int | None, typer.Option(min=1, help=BEAMS_HELP, show_default=False)] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Evaluate the first N cases.")] = None,
     sample: Annotated[

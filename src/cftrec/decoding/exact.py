@@ -24,11 +24,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import CftrecError
 from . import shared_prefix
 from .beam import NEG_INF, constrained_beam_search
 from .guidance import branch_log_probs, mix
 from .lm import feed_step, prefill
+from .methods import check_exact_applies
 from .trie import TitleTrie
 
 # The bound comes from a separate search whose forward passes group rows differently, so the
@@ -42,20 +42,6 @@ class ExactStats:
     """Work done by one exact search (summed over its users)."""
 
     prefixes: int = 0  # prefixes fed to the model by the walk (one token position each)
-
-
-def check_exact_applies(length_penalty: float, guidance_scale: float | None) -> None:
-    """The bound needs scores that only fall along a path; refuse options that break it."""
-    if length_penalty != 0:
-        raise CftrecError(
-            "--decoding exact needs --length-penalty 0 (a length penalty lets a longer title "
-            "outscore its own prefix, so no prefix bounds its titles)"
-        )
-    if guidance_scale is not None and not 0 <= guidance_scale <= 1:
-        raise CftrecError(
-            "--decoding exact needs --guidance-scale in [0, 1] (outside it a mixed token score "
-            "can be positive, so no prefix bounds its titles)"
-        )
 
 
 @torch.inference_mode()

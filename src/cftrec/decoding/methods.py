@@ -60,5 +60,19 @@ def resolve_beams(method: str, beams: int | None, k: int = 0) -> int:
     return max(default_beams(method), k)
 
 
+def check_exact_applies(length_penalty: float, guidance_scale: float | None) -> None:
+    """The bound needs scores that only fall along a path; refuse options that break it."""
+    if length_penalty != 0:
+        raise CftrecError(
+            "--decoding exact needs --length-penalty 0 (a length penalty lets a longer title "
+            "outscore its own prefix, so no prefix bounds its titles)"
+        )
+    if guidance_scale is not None and not 0 <= guidance_scale <= 1:
+        raise CftrecError(
+            "--decoding exact needs --guidance-scale in [0, 1] (outside it a mixed token score "
+            "can be positive, so no prefix bounds its titles)"
+        )
+
+
 def methods_help(prefix: str = "LLM runs: ") -> str:
     return prefix + "; ".join(f"{m.name} ({m.summary})" for m in DECODING_METHODS.values()) + "."

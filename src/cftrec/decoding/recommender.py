@@ -28,7 +28,7 @@ from ..data.dataset import Catalog, require_item_ids
 from ..errors import CftrecError
 from ..prompts import PromptEncoder
 from ..recommendation import Recommendation
-from .methods import DECODING_METHODS, decoding_method, resolve_beams
+from .methods import DECODING_METHODS, check_exact_applies, decoding_method, resolve_beams
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +143,10 @@ class LLMRecommender:
             prompts.append(ids)
         return prompts
 
+    def _title_indices(self, history: Sequence[str]) -> list[int]:
+        """Indices of the distinct titles of a history's items."""
+        return sorted({self.catalog.index_of_title[t] for t in self.catalog.titles_for(history)})
+
     def _recommendation(self, title_index: int, score: float) -> Recommendation:
         title = self.catalog.titles[title_index]
         return Recommendation(title, tuple(self.catalog.items_of_title[title]), float(score))
@@ -158,15 +162,19 @@ class LLMRecommender:
         assistant=None,
         guidance_scale: float = 1.0,
         progress: bool = False,
+        exclude_history: bool = True,
     ) -> list[list[Recommendation]]:
         """Top-k distinct catalogue titles per history (item ids, oldest first), best first.
 
-        Beam search returns at most `num_beams` titles; use num_beams >= k for a full list.
+        The history's own titles are left out unless `exclude_history=False` (domains with
+        repeat purchases); the list still holds k titles where the method can find them.
+        Beam search returns at most `num_beams` titles (plus one per excluded title).
         `num_beams=None`: the method's default (cftrec.decoding.methods).
         """
         return self.decode(
-            histories, k, num_beams, method, batch_size, assistant, guidance_scale, progress
-        ).recommendations
+            histories, k, num_beams, method, batch_size, assistant, guidance_scale, progress,
+            exclude_history,
+        ).recommendations  # fmt: skip
 
     def decode(
         self,
@@ -178,15 +186,16 @@ class LLMRecommender:
         assistant=None,
         guidance_scale: float = 1.0,
         progress: bool = False,
+        exclude_history: bool = False,
     ) -> Decoded:
+        """As `recommend`, with grounding's generations too; history titles stay unless
+        `exclude_history` (evaluation filters them itself, by its own protocol)."""
         guided_methods = [m.name for m in DECODING_METHODS.values() if m.guidance]
         if assistant is not None and not decoding_method(method).guidance:
             raise CftrecError(
                 f"assistant guidance works with --decoding {' or '.join(guided_methods)} only"
             )
         if method == "exact":
-            from .exact import check_exact_applies
-
             check_exact_applies(self.length_penalty, guidance_scale if assistant else None)
         num_beams = resolve_beams(method, num_beams)
         if k < 1 or num_beams < 1:
@@ -198,20 +207,24 @@ class LLMRecommender:
         starts = range(0, len(prompts), size)
         for start in tqdm(starts, desc=f"decoding ({method})", disable=not progress):
             batch = prompts[start : start + size]
+            batch_histories = histories[start : start + size]
+            excluded = [self._title_indices(h) if exclude_history else [] for h in batch_histories]
+            extra = max(map(len, excluded))  # places the excluded titles may take in a list
+            generations = []
             if method == "beam":
-                result.recommendations += self._beam(
-                    batch, histories[start : start + size], k, num_beams, assistant, guidance_scale
-                )
-            elif method == "exact":
-                result.recommendations += self._exact(
-                    batch, histories[start : start + size], k, assistant, guidance_scale
-                )
+                recs = self._beam(batch, batch_histories, k + extra, num_beams + extra, assistant,
+                                  guidance_scale)  # fmt: skip
+            elif method == "exact":  # skips the excluded titles while it searches
+                recs = self._exact(batch, batch_histories, k, assistant, guidance_scale, excluded)
             elif method == "exhaustive":
-                result.recommendations += self._exhaustive(batch, k)
+                recs = self._exhaustive(batch, k + extra)
             else:
-                recs, generations = self._grounding(batch, k, num_beams)
-                result.recommendations += recs
-                result.generations += generations
+                recs, generations = self._grounding(batch, k + extra, num_beams)
+            gone = [{self.catalog.titles[t] for t in titles} for titles in excluded]
+            result.recommendations += [
+                [r for r in row if r.title not in gone[i]][:k] for i, row in enumerate(recs)
+            ]
+            result.generations += generations
         return result
 
     def title_scores(self, histories: Sequence[Sequence[str]], batch_size: int | None = None):
@@ -257,13 +270,13 @@ class LLMRecommender:
             for row_t, row_s in zip(titles.tolist(), scores.tolist(), strict=True)
         ]
 
-    def _exact(self, prompts, histories, k, assistant, guidance_scale):
+    def _exact(self, prompts, histories, k, assistant, guidance_scale, excluded):
         from .exact import exact_top_k
 
         titles, scores = exact_top_k(
             self.model, prompts, self.trie, min(k, len(self.catalog.titles)), self.pad_id,
             assistant_log_mass=self._assistant_mass(assistant, histories),
-            guidance_scale=guidance_scale,
+            guidance_scale=guidance_scale, excluded=excluded,
         )  # fmt: skip
         return self._lists(titles, scores, k)
 

@@ -36,7 +36,12 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..data.dataset import DEFAULT_MAX_HISTORY, Dataset, Sample
-from ..decoding.methods import resolve_beams
+from ..decoding.methods import (
+    DECODING_METHODS,
+    check_exact_applies,
+    decoding_method,
+    resolve_beams,
+)
 from ..errors import CftrecError
 from ..files import atomic_directory, check_output, write_json
 from .metrics import CUTOFFS, coverage, decided_cutoffs, mean_metrics, target_rank
@@ -52,7 +57,6 @@ from .search_check import (
 
 log = logging.getLogger(__name__)
 COMMAND = "evaluate"  # what the output marker names
-DECODINGS = ("beam", "exhaustive", "grounding")
 LIST_LENGTH = max(CUTOFFS)
 
 
@@ -101,10 +105,7 @@ def evaluation_cases(
 
 
 def _check_settings(settings: EvaluationSettings, kind: str) -> None:
-    if settings.decoding not in DECODINGS:
-        raise CftrecError(
-            f"unknown decoding '{settings.decoding}'; use one of {', '.join(DECODINGS)}"
-        )
+    method = decoding_method(settings.decoding)  # a CftrecError when unknown
     if settings.beams < 1 or settings.batch_size < 1:
         raise CftrecError("--beams and --batch-size must be at least 1")
     if settings.limit is not None and settings.limit < 1:
@@ -113,8 +114,13 @@ def _check_settings(settings: EvaluationSettings, kind: str) -> None:
         raise CftrecError("--sample must be at least 1")
     if settings.assistant and kind != "llm":
         raise CftrecError(f"--assistant guides LLM decoding; this run is a '{kind}' run")
-    if settings.assistant and settings.decoding != "beam":
-        raise CftrecError("--assistant works with --decoding beam only")
+    if settings.assistant and not method.guidance:
+        guided = " or ".join(m.name for m in DECODING_METHODS.values() if m.guidance)
+        raise CftrecError(f"--assistant works with --decoding {guided} only")
+    if kind == "llm" and settings.decoding == "exact":
+        check_exact_applies(
+            settings.length_penalty, settings.guidance_scale if settings.assistant else None
+        )
     if settings.check_search is not None:
         if settings.check_search < 1:
             raise CftrecError("--check-search must be at least 1")
@@ -290,8 +296,8 @@ def applied_settings(settings: EvaluationSettings, kind: str) -> dict:
     unused = set()
     if kind != "llm":
         unused |= {"decoding", "beams", "length_penalty", "dtype", "assistant", "guidance_scale"}
-    if settings.decoding == "exhaustive":
-        unused.add("beams")
+    if decoding_method(settings.decoding).default_beams is None:
+        unused.add("beams")  # exact and exhaustive take no beams
     if not settings.assistant:
         unused |= {"assistant", "guidance_scale"}
     if settings.sample is None and settings.check_search is None:

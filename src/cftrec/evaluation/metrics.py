@@ -27,7 +27,7 @@ def target_rank(ranked_titles: Sequence[str], target_title: str) -> int | None:
 
 
 def _found(rank: int | None, k: int) -> bool:
-    # rank 0 is how files written before cftrec 0.2 marked a miss
+    # rank 0 is how cases.jsonl files written before a miss became null (None) marked one
     return rank is not None and 1 <= rank <= k
 
 

@@ -1,2 +1,3 @@
-"""Serving a run: `service.RecommendService` (load, resolve, recommend, search), and the HTTP
-API in `app` (`create_app`, `MicroBatcher`, `serve`)."""
+"""Serving a run: `service.RecommendService` (load, resolve, recommend, search) and the HTTP API:
+`app` (`create_app`, `serve`), `routes` (the endpoints), `schemas` (their JSON bodies),
+`batcher` (`MicroBatcher`) and `guard` (`RequestGuard`, API-key auth)."""

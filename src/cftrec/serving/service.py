@@ -21,7 +21,7 @@ from typing import Any
 
 from ..data.catalog_changes import CatalogChangeUnsupported, new_items, with_items, without_items
 from ..data.dataset import DEFAULT_MAX_HISTORY, Catalog, close_titles, resolve_history
-from ..decoding.methods import decoding_method, resolve_beams
+from ..decoding.methods import DecodingMethod, decoding_method, resolve_beams
 from ..errors import CftrecError
 from ..files import read_json, write_json
 from ..recommendation import Recommendation
@@ -46,9 +46,11 @@ class RecommendService:
         self.run_dir = Path(run_dir)
         self.kind: str = info["kind"]
         self.max_history = int(info.get("max_history") or DEFAULT_MAX_HISTORY)
-        if self.kind == "llm":
-            decoding_method(decoding.get("method", "beam"))  # a CftrecError when unknown
         self.decoding = decoding if self.kind == "llm" else {}
+        # A CftrecError when unknown; "beam" is what LLMRecommender.recommend decodes by default.
+        self.decoding_method: DecodingMethod | None = (
+            decoding_method(decoding.get("method", "beam")) if self.kind == "llm" else None
+        )
         self.loaded_at = time.time()
         self.overlay: dict[str, list] = {"added": [], "removed": []}
 
@@ -74,11 +76,12 @@ class RecommendService:
 
     @property
     def k_limit(self) -> int | None:
-        """Beam search returns at most `num_beams` titles: the largest k it can honour."""
-        if self.kind == "llm" and self.decoding.get("method", "beam") in ("beam", "grounding"):
-            method = self.decoding.get("method", "beam")
-            return resolve_beams(method, self.decoding.get("num_beams"))
-        return None
+        """The largest k the decoding can honour: a method with beams returns at most
+        `num_beams` titles (None: any k)."""
+        method = self.decoding_method
+        if method is None or method.default_beams is None:
+            return None
+        return resolve_beams(method.name, self.decoding.get("num_beams"))
 
     def resolve(self, entries: Sequence[str], item_ids_only: bool = False) -> list[str]:
         """Typed titles or item ids -> item ids (CftrecError with close titles when unknown),

@@ -25,8 +25,7 @@ import torch
 
 from ..prompts import PromptEncoder
 from .loss import IGNORE_INDEX
-
-COUNTERFACTUAL_PASSES = ("auto", "shared_prefix", "separate", "padded")
+from .settings import COUNTERFACTUAL_PASSES
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .settings import DEFAULT_ALPHA, DEFAULT_BETA, WEIGHTINGS
+
 IGNORE_INDEX = -100
-WEIGHTINGS = ("linear", "none")
 
 
 @dataclass
@@ -35,7 +36,7 @@ class CFTLoss:
     cf: torch.Tensor
 
 
-def token_weights(labels: torch.Tensor, beta: float = 0.25, weighting: str = "linear"):
+def token_weights(labels: torch.Tensor, beta: float = DEFAULT_BETA, weighting: str = "linear"):
     """Per-token weights [B, T], 0 outside the response.
 
     "linear": 1 at a row's first response token falling linearly to `beta` at its last
@@ -59,7 +60,10 @@ def _loss_weights(labels, beta, weighting, weight_rec_loss) -> tuple[torch.Tenso
 
 
 def loss_denominators(
-    labels: torch.Tensor, beta: float = 0.25, weighting: str = "linear", weight_rec_loss=True
+    labels: torch.Tensor,
+    beta: float = DEFAULT_BETA,
+    weighting: str = "linear",
+    weight_rec_loss=True,
 ) -> torch.Tensor:
     """[2]: what the `rec` and `cf` sums of these labels [B, T] are divided by (float32)."""
     rec_weights, cf_weights = _loss_weights(labels, beta, weighting, weight_rec_loss)
@@ -70,8 +74,8 @@ def cft_loss(
     factual_logits: torch.Tensor,
     counterfactual_logits: torch.Tensor | None,
     labels: torch.Tensor,
-    alpha: float = 0.1,
-    beta: float = 0.25,
+    alpha: float = DEFAULT_ALPHA,
+    beta: float = DEFAULT_BETA,
     weighting: str = "linear",
     weight_rec_loss: bool = True,
     denominators: torch.Tensor | None = None,

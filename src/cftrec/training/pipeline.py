@@ -11,156 +11,18 @@ import math
 import os
 import random
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ..errors import CftrecError
 from ..files import check_output, mark_output
 from ..runs.llm import CHECKPOINTS_DIR, TRAIN_COMMAND
 from ..threads import use_threads
-from .collator import COUNTERFACTUAL_PASSES
-from .loss import WEIGHTINGS
+from .settings import TrainSettings, load_settings
+
+# the library call of `cftrec train` (TrainSettings and load_settings live in .settings)
+__all__ = ["TrainSettings", "load_settings", "resume_settings", "train"]
 
 SETTINGS_FILE = "settings.yaml"  # inside RUN/checkpoints: what --resume continues with
-VALIDATION_SHARE = 4  # default validation set: 1 / VALIDATION_SHARE of the train samples,
-VALIDATION_CAP = 256  # at most this many
-
-_COUNTS = (
-    "batch_size", "gradient_accumulation_steps", "max_history", "logging_steps", "lora_r",
-    "lora_alpha", "patience", "max_train_samples", "eval_steps", "max_prompt_tokens",
-    "eval_batch_size", "threads",
-)  # fmt: skip
-NUMBER_RULES = (  # (setting, integer?, valid, what valid means): checked before any work
-    *((name, True, lambda v: v >= 1, "at least 1") for name in _COUNTS),
-    *((name, True, lambda v: v >= 0, "at least 0") for name in ("warmup_steps", "seed")),
-    ("max_eval_samples", True, lambda v: v >= 0, "at least 0 (0: every validation sample)"),
-    ("max_steps", True, lambda v: v == -1 or v >= 1, "at least 1 (or -1: --epochs decides)"),
-    *((name, False, lambda v: 0 < v < math.inf, "greater than 0")
-      for name in ("epochs", "learning_rate")),
-    *((name, False, lambda v: 0 <= v < math.inf, "at least 0")
-      for name in ("alpha", "weight_decay")),
-    ("beta", False, lambda v: 0 <= v <= 1, "in [0, 1]"),
-    ("lora_dropout", False, lambda v: 0 <= v < 1, "in [0, 1)"),
-)  # fmt: skip
-OPTIONAL_NUMBERS = (  # None: a default that depends on the run
-    "max_train_samples", "max_eval_samples", "eval_steps", "max_prompt_tokens",
-    "eval_batch_size", "threads",
-)  # fmt: skip
-
-
-@dataclass
-class TrainSettings:
-    """Everything `cftrec train` needs; YAML presets use these names as keys."""
-
-    data: str | None = None
-    model: str = "bundled:smollm2-135m"
-    method: str = "cft"
-    alpha: float = 0.1
-    beta: float = 0.25
-    weighting: str | None = None  # None: "linear" for cft, "none" for sft (plain BIGRec)
-    weight_rec_loss: bool = True
-    counterfactual_style: str = "remove"
-    counterfactual_pass: str = "auto"
-    template: str = "alpaca"
-    max_history: int = 10
-    max_prompt_tokens: int | None = None
-    dtype: str = "float32"
-    lora: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_target_modules: list[str] | str = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
-    )
-    epochs: float = 1.0
-    max_steps: int = -1
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None  # None: validation_size(); 0: every validation sample
-    batch_size: int = 8
-    eval_batch_size: int | None = None
-    gradient_accumulation_steps: int = 1
-    gradient_checkpointing: bool = False  # recompute activations in backward: less memory
-    learning_rate: float = 1e-4
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    eval_steps: int | None = None  # None: min(50, steps per epoch); a checkpoint at each
-    patience: int = 3
-    logging_steps: int = 10
-    seed: int = 42
-    threads: int | None = None  # torch CPU threads (None: cftrec.threads.default_threads)
-
-    def resolved_weighting(self) -> str:
-        return self.weighting or ("linear" if self.method == "cft" else "none")
-
-    def validation_size(self, train_samples: int) -> int | None:
-        """Validation samples to use (None: all). By default a quarter of the train samples, at
-        most 256: a 64-sample run should not spend half its time on validation."""
-        if self.max_eval_samples is None:
-            return min(VALIDATION_CAP, max(1, train_samples // VALIDATION_SHARE))
-        return self.max_eval_samples or None
-
-    def resolved(self, eval_samples: int, eval_steps: int) -> TrainSettings:
-        """The settings with every default that depends on the run filled in (config.yaml)."""
-        return dataclasses.replace(
-            self,
-            weighting=self.resolved_weighting(),
-            max_eval_samples=eval_samples,
-            eval_steps=eval_steps,
-            eval_batch_size=self.eval_batch_size or self.batch_size,
-        )
-
-    def validate(self) -> None:
-        for name, allowed in (
-            ("method", ("sft", "cft")),
-            ("weighting", (None, *WEIGHTINGS)),
-            ("counterfactual_pass", COUNTERFACTUAL_PASSES),
-            ("counterfactual_style", ("remove", "placeholder")),
-            ("dtype", ("float32", "bfloat16", "float16")),
-        ):
-            if getattr(self, name) not in allowed:
-                choices = ", ".join(a for a in allowed if a)
-                raise CftrecError(f"--{name.replace('_', '-')} must be one of {choices}")
-        if not self.data:
-            raise CftrecError("--data is required (a prepared dataset directory)")
-        for name, integer, valid, rule in NUMBER_RULES:
-            value = getattr(self, name)
-            if value is None and name in OPTIONAL_NUMBERS:
-                continue
-            kind = int if integer else (int, float)
-            if isinstance(value, bool) or not isinstance(value, kind) or not valid(value):
-                number = "an integer" if integer else "a number"
-                raise CftrecError(
-                    f"--{name.replace('_', '-')} must be {number} {rule}, not {value!r}"
-                )
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def load_settings(config_file: str | Path | None, overrides: dict[str, Any]) -> TrainSettings:
-    """Defaults <- YAML preset <- overrides (the flags given on the command line)."""
-    import yaml
-
-    values: dict[str, Any] = {}
-    known = {f.name for f in dataclasses.fields(TrainSettings)}
-    if config_file is not None:
-        path = Path(config_file)
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as error:
-            raise CftrecError(f"{path}: cannot read YAML config: {error}") from error
-        if not isinstance(loaded, dict):
-            raise CftrecError(f"{path}: a YAML config must be a mapping of option: value")
-        for key, value in loaded.items():
-            name = str(key).replace("-", "_")
-            if name not in known:
-                raise CftrecError(f"{path}: unknown option '{key}'")
-            values[name] = value
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    settings = TrainSettings(**values)
-    settings.validate()
-    return settings
 
 
 def _subset(samples: list, limit: int | None, seed: int) -> list:

@@ -15,6 +15,7 @@ The validation loss is the recommendation loss only.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from dataclasses import dataclass, field
@@ -24,47 +25,45 @@ from transformers import Trainer, TrainingArguments
 
 from ..compat import cache_kwargs, checkpointing, output_cache
 from ..errors import CftrecError
-from .collator import COUNTERFACTUAL_PASSES, CFTCollator
-from .loss import WEIGHTINGS, cft_loss, loss_denominators
+from .collator import CFTCollator
+from .loss import cft_loss, loss_denominators
+from .settings import SETTINGS, check_setting, default_weighting
 
-METHODS = ("sft", "cft")
 log = logging.getLogger(__name__)
+
+
+def _train_setting(name: str):
+    """A CFTConfig field with the default and help of the TrainSettings field `name`."""
+    source = SETTINGS[name]
+    return field(default=source.default, metadata={"help": source.metadata["help"]})
 
 
 @dataclass
 class CFTConfig(TrainingArguments):
-    """TrainingArguments plus the CFT fields."""
+    """TrainingArguments plus the CFT fields: defaults, help and checks are TrainSettings'."""
 
-    method: str = field(default="cft", metadata={"help": "sft (BIGRec) or cft"})
-    alpha: float = field(default=0.1, metadata={"help": "weight of the counterfactual loss"})
-    beta: float = field(default=0.25, metadata={"help": "token weight of the last response token"})
-    weighting: str = field(default="linear", metadata={"help": "token weighting: linear or none"})
-    weight_rec_loss: bool = field(
-        default=True, metadata={"help": "apply the token weights to the recommendation loss too"}
-    )
-    counterfactual_style: str = field(
-        default="remove", metadata={"help": "remove the history block, or a placeholder"}
-    )
-    counterfactual_pass: str = field(
-        default="auto",
-        metadata={"help": "auto|shared_prefix|separate|padded (padded: the reference's cost)"},
-    )
-    template: str = field(default="alpaca", metadata={"help": "prompt template: alpaca or chat"})
-    max_history: int = field(default=10, metadata={"help": "history items per prompt"})
-    max_prompt_tokens: int | None = field(
-        default=None, metadata={"help": "drop the oldest history items above this many tokens"}
-    )
+    method: str = _train_setting("method")
+    alpha: float = _train_setting("alpha")
+    beta: float = _train_setting("beta")
+    weighting: str | None = _train_setting("weighting")  # None: the method's default
+    weight_rec_loss: bool = _train_setting("weight_rec_loss")
+    counterfactual_style: str = _train_setting("counterfactual_style")
+    counterfactual_pass: str = _train_setting("counterfactual_pass")
+    template: str = _train_setting("template")
+    max_history: int = _train_setting("max_history")
+    max_prompt_tokens: int | None = _train_setting("max_prompt_tokens")
     remove_unused_columns: bool = False  # the batches carry counterfactual inputs
 
     def __post_init__(self):
         super().__post_init__()
-        for name, value, allowed in (
-            ("method", self.method, METHODS),
-            ("weighting", self.weighting, WEIGHTINGS),
-            ("counterfactual_pass", self.counterfactual_pass, COUNTERFACTUAL_PASSES),
-        ):
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+        for name in CFT_FIELDS:
+            check_setting(name, getattr(self, name))
+        self.weighting = self.weighting or default_weighting(self.method)
+
+
+# The fields CFTConfig itself takes from TrainSettings (not TrainingArguments' namesakes, e.g.
+# its seed and learning_rate)
+CFT_FIELDS = tuple(name for name in inspect.get_annotations(CFTConfig) if name in SETTINGS)
 
 
 def response_logits(model, input_ids, attention_mask, width: int, cache=None):

@@ -1,0 +1,140 @@
+"""The experiment once per seed, and the spread and pooled paired differences over seeds."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from ..errors import CftrecError
+from ..files import read_json, write_json
+from .pipeline import (
+    METRIC_COLUMNS,
+    ExperimentSettings,
+    prepare_data,
+    run_experiment,
+    run_step,
+    working_folder,
+)
+from .tables import _difference, _format_p
+
+
+def run_seeds(settings: ExperimentSettings, out_dir: str | Path, seeds: list[int]) -> dict:
+    """The experiment once per seed (every method trains and evaluates with that seed, in
+    out_dir/seed-N, on the same data and test cases), then per method and metric the mean and
+    spread over the seeds, and per method the paired difference to the reference (sft) per
+    seed and pooled over the seeds (`cftrec compare` with one run per seed on each side: each
+    case averaged over the seeds, cases resampled)."""
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise CftrecError(f"--seeds needs distinct seeds, got {seeds}")
+    out = working_folder(Path(out_dir))
+    timings: dict[str, float | None] = {}
+    data = prepare_data(settings, out, timings)
+    per_seed = [
+        run_experiment(
+            replace(settings, seed=seed, data_source=f"prepared:{data}"), out / f"seed-{seed}"
+        )
+        for seed in seeds
+    ]
+    for seed, summary in zip(seeds, per_seed, strict=True):
+        timings |= {f"seed {seed} {step}": s for step, s in summary["timings_s"].items()}
+    reference = per_seed[0]["reference"]
+    names = list(per_seed[0]["metrics"])
+    metrics = {}
+    for name in names:
+        runs = [summary["metrics"][name] for summary in per_seed]
+        shared = set.intersection(*(set(r["metrics"]) for r in runs))
+        metrics[name] = {
+            "num_cases": runs[0]["num_cases"],
+            **{m: spread([r["metrics"][m] for r in runs]) for m in runs[0]["metrics"] if m in shared},
+        }  # fmt: skip
+    comparisons = {}
+    for name in names:
+        if name == reference:
+            continue
+        target = out / f"compare-{reference}-vs-{name}-pooled.json"
+        sides = [
+            arg
+            for side, method in (("-a", reference), ("-b", name))
+            for seed in seeds
+            for arg in (side, str(out / f"seed-{seed}" / "results" / method))
+        ]
+        run_step(
+            f"Paired significance pooled over seeds {seeds}: {name} vs {reference}",
+            ["compare", *sides, "-o", str(target)] + (["--overwrite"] if settings.force else []),
+            target,
+            settings.force,
+        )
+        pooled = read_json(target)
+        rows = [summary["comparisons"][name]["metrics"] for summary in per_seed]
+        comparisons[name] = {
+            "per_seed": [
+                {m: {k: row[k] for k in ("diff", "ci95", "p_value")} for m, row in seed_rows.items()}
+                for seed_rows in rows
+            ],
+            "pooled": pooled,
+            "same_sign": {
+                m: len({_sign(seed_rows[m]["diff"]) for seed_rows in rows}) == 1
+                for m in pooled["metrics"]
+            },
+        }  # fmt: skip
+    summary = {
+        "settings": {k: v for k, v in asdict(settings).items() if k != "seed"},
+        "seeds": list(seeds),
+        "data": str(data),
+        "reference": reference,
+        "metrics": metrics,
+        "comparisons": comparisons,
+        "timings_s": timings,
+    }
+    write_json(out / "summary-seeds.json", summary)
+    return summary
+
+
+def spread(values: list[float]) -> dict:
+    """Mean, sample standard deviation (None for one value), min, max and the values."""
+
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else None,
+        "min": min(values),
+        "max": max(values),
+        "values": values,
+    }
+
+
+def _sign(value: float) -> int:
+    return (value > 0) - (value < 0)
+
+
+def seeds_table(summary: dict) -> str:
+    """Markdown: per method the mean +- standard deviation of each metric over the seeds; per
+    method compared with the reference the ndcg@10 and hr@10 differences (with p), per seed
+    and pooled."""
+    seeds, reference = summary["seeds"], summary["reference"]
+    header = ["method", "cases", *(f"{m} (mean ± sd)" for m in METRIC_COLUMNS)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method, metrics in summary["metrics"].items():
+        cells = [method, str(metrics["num_cases"])]
+        for name in METRIC_COLUMNS:
+            value = metrics.get(name)
+            std = "" if value is None or value["std"] is None else f" ± {value['std']:.4f}"
+            cells.append("n/a" if value is None else f"{value['mean']:.4f}{std}")
+        lines.append("| " + " | ".join(cells) + " |")
+    header = ["B - A", "metric", *(f"seed {s}" for s in seeds), "pooled", "same sign"]
+    lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method, comparison in summary["comparisons"].items():
+        for name in ("ndcg@10", "hr@10"):
+            row = comparison["pooled"]["metrics"].get(name)
+            per_seed = [
+                f"{rows[name]['diff']:+.4f} (p={_format_p(rows[name]['p_value'])})"
+                if row
+                else "n/a"
+                for rows in comparison["per_seed"]
+            ]
+            pooled = _difference(row)
+            same = "n/a" if row is None else "yes" if comparison["same_sign"][name] else "no"
+            lines.append(
+                "| " + " | ".join([f"{method} - {reference}", name, *per_seed, pooled, same]) + " |"
+            )
+    return "\n".join(lines)

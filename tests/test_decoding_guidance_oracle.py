@@ -1,0 +1,209 @@
+"""D3 guidance with an assistant whose title probabilities depend on each user's history,
+against a brute-force computation per user written from guidance.py's documented rule:
+
+  the assistant's probability of a trie branch is the summed probability of the titles below it
+  (title probabilities renormalised over the catalogue), clamped below at
+  MIN_BRANCH_PROBABILITY; taking token t after prefix p scores
+      assist = log P(p + t) - log P(p),   step = g * (llm - assist) + assist
+  and a title's score is the sum of its steps.
+
+Users in one batch have different favourite titles of different token lengths, so they finish
+at different steps and the search keeps going for some users after others are done.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from cftrec.data.dataset import Catalog
+from cftrec.decoding.guidance import MIN_BRANCH_PROBABILITY
+from cftrec.decoding.recommender import LLMRecommender
+from conftest import make_tiny_llama
+from decoding_oracles import assert_same_lists, reference_beam_search, token_log_probs
+from training_fixtures import one_thread  # noqa: F401 (autouse fixture)
+
+TITLES = [
+    "Up",
+    "Up II",
+    "Heat (1995)",
+    "Heat (1996)",
+    "Star",
+    "Star Wars",
+    "Star Trek II",
+    "The alpha story (1990)",
+    "The alpha story (1991) part 2",
+    "Night Moves (1975)",
+]
+HISTORIES = [["i0"], ["i3", "i4"], [], ["i7", "i8", "i2"]]
+CLAMPED = math.log(MIN_BRANCH_PROBABILITY)
+
+
+class HistoryAssistant:
+    """A scripted assistant (the interface of the SASRec and popularity baselines: `.catalog`
+    and `.title_log_probs(histories)`) whose row depends on the history: peaked on a favourite
+    title that follows the history's last item, decaying with the distance from it; the title
+    opposite the favourite gets probability 0 (-inf), and with `tiny` the next one a
+    probability far below MIN_BRANCH_PROBABILITY. Rows are not normalised (guidance
+    renormalises them)."""
+
+    def __init__(self, catalog: Catalog, tiny: bool = False):
+        self.catalog = catalog
+        self.tiny = tiny
+
+    def favourite(self, history) -> int:
+        last = self.catalog.titles.index(self.catalog.title_of[history[-1]]) if history else -1
+        return (last + 1 + len(history)) % len(self.catalog.titles)
+
+    def row(self, history) -> list[float]:
+        n = len(self.catalog.titles)
+        best = self.favourite(history)
+        row = [2.0 - 1.5 * ((t - best) % n) for t in range(n)]
+        row[(best + n // 2) % n] = -math.inf
+        if self.tiny:
+            row[(best + n // 2 + 1) % n] = -60.0
+        return row
+
+    def title_log_probs(self, histories):
+        return torch.tensor([self.row(h) for h in histories])
+
+
+class BruteForce:
+    """One user's guided step scores from plain sums over the titles (no trie, no cache)."""
+
+    def __init__(self, model, prompt, responses, assistant_row, scale):
+        self.model, self.prompt, self.responses, self.scale = model, prompt, responses, scale
+        self.probs = torch.tensor(assistant_row, dtype=torch.float64).softmax(-1).tolist()
+
+    def mass(self, prefix: tuple) -> float:
+        below = sum(
+            p
+            for r, p in zip(self.responses, self.probs, strict=True)
+            if tuple(r[: len(prefix)]) == prefix
+        )
+        return max(below, MIN_BRANCH_PROBABILITY)
+
+    def assist(self, prefix: tuple, token: int) -> float:
+        return math.log(self.mass(prefix + (token,))) - math.log(self.mass(prefix))
+
+    def step(self, prefix: tuple, token: int, llm: float) -> float:
+        assist = self.assist(prefix, token)
+        return self.scale * (llm - assist) + assist
+
+    def title_score(self, title: int) -> float:
+        """The guided score of one title: its steps, each from a fresh uncached forward pass."""
+        ids = self.responses[title]
+        llm = token_log_probs(self.model, self.prompt, ids)
+        return sum(self.step(tuple(ids[:d]), t, llm[d]) for d, t in enumerate(ids))
+
+
+@pytest.fixture(scope="module")
+def recommender(tokenizer):
+    model = make_tiny_llama(tokenizer, seed=5)
+    with torch.no_grad():
+        model.model.norm.weight.mul_(4.0)  # peaked, yet the assistant still matters
+    catalog = Catalog([f"i{i}" for i in range(len(TITLES))], TITLES)
+    return LLMRecommender(model, tokenizer, catalog)
+
+
+def guided(recommender, assistant, scale: float, width: int):
+    """-> per user [(title index, score)], best first (the histories' titles kept)."""
+    decoded = recommender.decode(
+        HISTORIES, k=width, num_beams=width, method="beam", assistant=assistant,
+        guidance_scale=scale,
+    )  # fmt: skip
+    titles = recommender.catalog.titles
+    return [[(titles.index(r.title), r.score) for r in recs] for recs in decoded.recommendations]
+
+
+def test_the_batch_is_history_dependent_and_finishes_at_different_steps(recommender):
+    assistant = HistoryAssistant(recommender.catalog)
+    favourites = [assistant.favourite(h) for h in HISTORIES]
+    assert len(set(favourites)) == len(HISTORIES)
+    lengths = {len(recommender.responses[f]) for f in favourites}
+    assert len(lengths) >= 3
+    # with the assistant alone (g = 0) each user's best title is its favourite
+    best = [row[0][0] for row in guided(recommender, assistant, 0.0, 3)]
+    assert best == favourites
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.3, 0.7, 1.5])
+@pytest.mark.parametrize("width", [3, len(TITLES)])
+def test_guided_lists_equal_a_brute_force_per_user(recommender, scale, width):
+    """Narrow beams: the plain reference search with brute-force step scores gives the same
+    lists; every returned score is the brute-force sum of its title's steps. Beams covering
+    the catalogue: every title, ranked by that sum."""
+    # (at g = 0 a tiny title would tie with the zero-probability one: both sit at the clamp)
+    assistant = HistoryAssistant(recommender.catalog, tiny=scale > 0)
+    prompts = recommender.prompts(HISTORIES)
+    results = guided(recommender, assistant, scale, width)
+    for b, got in enumerate(results):
+        brute = BruteForce(
+            recommender.model, prompts[b], recommender.responses, assistant.row(HISTORIES[b]), scale
+        )
+        context = f"g={scale}, {width} beams, user {b}"
+        for title, score in got:
+            assert score == pytest.approx(brute.title_score(title), abs=2e-4), context
+        reference = reference_beam_search(
+            recommender.model,
+            prompts[b],
+            recommender.responses,
+            recommender.eos_id,
+            width,
+            brute.step,
+        )
+        assert_same_lists(got, reference, context, tolerance=2e-4)
+        if width == len(TITLES):
+            everything = sorted(range(len(TITLES)), key=lambda t: -brute.title_score(t))
+            assert [t for t, _ in got] == everything, context
+
+
+def test_narrow_guided_beams_prune(recommender):
+    """Guards the test above: 3 guided beams miss titles of the exact guided top 3."""
+    assistant = HistoryAssistant(recommender.catalog, tiny=True)
+    narrow = guided(recommender, assistant, 0.3, 3)
+    wide = guided(recommender, assistant, 0.3, len(TITLES))
+    assert any(
+        [t for t, _ in n] != [t for t, _ in w[:3]] for n, w in zip(narrow, wide, strict=True)
+    )
+
+
+def test_scale_zero_ranks_by_the_assistant_alone(recommender):
+    """g = 0 with beams covering the catalogue: the assistant's own ranking, with its
+    renormalised log-probabilities as scores; the zero-probability title last, at the clamp."""
+    assistant = HistoryAssistant(recommender.catalog)
+    results = guided(recommender, assistant, 0.0, len(TITLES))
+    for history, got in zip(HISTORIES, results, strict=True):
+        row = torch.tensor(assistant.row(history))
+        own = row.argsort(descending=True).tolist()
+        assert [t for t, _ in got] == own
+        expected = row.double().log_softmax(-1).clamp_min(CLAMPED).tolist()
+        for title, score in got:
+            assert score == pytest.approx(expected[title], abs=1e-4)
+        assert got[-1][1] == pytest.approx(CLAMPED, abs=1e-4) and row[got[-1][0]] == -math.inf
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.5])
+def test_zero_and_tiny_probability_titles_count_as_the_clamp(recommender, scale):
+    """A title the assistant gives probability 0 (-inf) or far below MIN_BRANCH_PROBABILITY
+    keeps a finite score: its assistant part is log(MIN_BRANCH_PROBABILITY), so it is ranked as
+    g * llm + (1 - g) * log(MIN_BRANCH_PROBABILITY) says (at g = 0 the two tie at the end)."""
+    assistant = HistoryAssistant(recommender.catalog, tiny=True)
+    prompts = recommender.prompts(HISTORIES)
+    results = guided(recommender, assistant, scale, len(TITLES))
+    for b, (history, got) in enumerate(zip(HISTORIES, results, strict=True)):
+        row = assistant.row(history)
+        clamped = {t for t, value in enumerate(row) if value < -50}
+        assert len(clamped) == 2  # one -inf, one tiny
+        # g = 1 leaves the LLM's own log-likelihood
+        llm = BruteForce(recommender.model, prompts[b], recommender.responses, row, 1.0)
+        scores = dict(got)
+        for t in clamped:
+            assert math.isfinite(scores[t])
+            expected = scale * llm.title_score(t) + (1 - scale) * CLAMPED
+            assert scores[t] == pytest.approx(expected, abs=2e-4)
+        assert [s for _, s in got] == sorted(scores.values(), reverse=True)
+        if scale == 0:
+            assert {t for t, _ in got[-2:]} == clamped
