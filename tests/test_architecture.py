@@ -30,6 +30,7 @@ ALLOWED = {
     "diagnostics": {"data", "prompts", "modeling", "runs", "decoding"},
     "serving": {"data", "prompts", "modeling", "runs", "decoding", "baselines"},
     "experiment": {"data", "training", "evaluation", "experiment"},
+    "report": {"data", "runs", "evaluation"},
     "cli": {"*"},
 }
 

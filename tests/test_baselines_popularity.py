@@ -48,12 +48,24 @@ HAND_COUNTS = {"Apple": 3, "Bee": 3, "Dog": 1, "Echo": 0}
 
 def test_ranking_matches_hand_count(tiny):
     recommender = PopularityRecommender.from_dataset(Dataset.load(tiny))
-    lists = recommender.recommend([["a"], ["d", "e"], []], k=10)
+    lists = recommender.recommend([["a"], ["d", "e"], []], k=10, exclude_history=False)
     for top in lists:  # the same list for everyone, history items included
         assert [r.title for r in top] == HAND_RANKING
         assert [r.score for r in top] == [HAND_COUNTS[t] for t in HAND_RANKING]
     assert lists[0][1].item_ids == ("b", "c")
-    assert [r.title for r in recommender.recommend([["a"]], k=2)[0]] == ["Apple", "Bee"]
+    top_two = recommender.recommend([["a"]], k=2, exclude_history=False)[0]
+    assert [r.title for r in top_two] == ["Apple", "Bee"]
+
+
+def test_history_titles_are_left_out_by_default(tiny):
+    """What comes next: the ranking without each history's own titles, still k long."""
+    recommender = PopularityRecommender.from_dataset(Dataset.load(tiny))
+    lists = recommender.recommend([["a"], ["d", "e"], []], k=2)
+    assert [[r.title for r in top] for top in lists] == [
+        ["Bee", "Dog"],  # Apple (item a) left out
+        ["Apple", "Bee"],
+        ["Apple", "Bee"],
+    ]
 
 
 def test_title_log_probs_are_normalised_counts(tiny):
@@ -76,7 +88,7 @@ def test_cli_round_trip(tiny, tmp_path, capsys):
     assert stored["data_fingerprint"] == Dataset.load(tiny).fingerprint
     loaded = load_recommender(run)
     assert isinstance(loaded, PopularityRecommender)
-    assert [r.title for r in loaded.recommend([["a"]])[0]] == HAND_RANKING
+    assert [r.title for r in loaded.recommend([["a"]], exclude_history=False)[0]] == HAND_RANKING
     assert loaded.counts == HAND_COUNTS
 
 

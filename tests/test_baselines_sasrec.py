@@ -85,7 +85,9 @@ def test_learns_deterministic_cycle(cycle):
     test = dataset.samples("test", max_history=8)
     hits = 0
     for sample, top in zip(
-        test, recommender.recommend([s.history for s in test], k=1), strict=True
+        test,
+        recommender.recommend([s.history for s in test], k=1, exclude_history=False),
+        strict=True,
     ):
         hits += dataset.catalog.title(sample.target) == top[0].title
     assert hits / len(test) >= 0.95
@@ -155,7 +157,7 @@ def test_batching_and_padding_do_not_change_scores():
 def test_recommend_distinct_titles_with_all_item_ids(tmp_path):
     dataset = cycle_dataset(tmp_path / "data")
     recommender = random_recommender(dataset.catalog)
-    top = recommender.recommend([["i1", "i2"]], k=NUM_ITEMS)[0]
+    top = recommender.recommend([["i1", "i2"]], k=NUM_ITEMS, exclude_history=False)[0]
     assert len(top) == NUM_ITEMS - 1 == len({r.title for r in top})
     assert [r.score for r in top] == sorted((r.score for r in top), reverse=True)
     shared = next(r for r in top if r.title == "Item 18")
@@ -179,7 +181,9 @@ def test_validation_metrics_are_the_evaluation_metrics(one_epoch):
     dataset, result, _ = one_epoch
     recommender, catalog = result.recommender, dataset.catalog
     valid = dataset.samples("valid", recommender.max_history)
-    lists = recommender.recommend([s.history for s in valid], k=len(catalog.titles))
+    lists = recommender.recommend(
+        [s.history for s in valid], k=len(catalog.titles), exclude_history=False
+    )
     ranks = [
         target_rank([r.title for r in recs], catalog.title(s.target))
         for s, recs in zip(valid, lists, strict=True)

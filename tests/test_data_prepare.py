@@ -86,10 +86,16 @@ def test_splits_match_definitions(seed):
     # so the periods are ordered in time, first interactions included
     rank = {"train": 0, "valid": 1, "test": 2}
     by_time = sorted(range(len(log)), key=lambda r: times[r])
-    labels = [rank[temporal[r]] for r in by_time]
     for a, b in zip(by_time, by_time[1:], strict=False):
         assert times[a] == times[b] or rank[temporal[a]] <= rank[temporal[b]]
-    assert labels  # (non-empty log)
+    # every row's label, from the two rules above: samples by their place in time, first
+    # interactions by the period of their time
+    by_rule = dict(zip(ordered, expected, strict=True))
+    for rows in per_user.values():
+        t = times[rows[0]]
+        by_rule[rows[0]] = "train" if t <= train_end else "valid" if t <= valid_end else "test"
+    assert sorted(by_rule) == list(range(len(log)))
+    assert list(temporal) == [by_rule[r] for r in range(len(log))]
     for rows in per_user.values():  # and a user's labels never go back
         assert [rank[temporal[r]] for r in rows] == sorted(rank[temporal[r]] for r in rows)
 

@@ -83,7 +83,7 @@ def direct_log_likelihood(model, prompt: list[int], response: list[int]) -> floa
 
 def test_few_beams_give_valid_distinct_titles_with_exact_scores(recommender):
     scores = recommender.title_scores(HISTORIES)
-    results = recommender.recommend(HISTORIES, k=3, num_beams=3)
+    results = recommender.recommend(HISTORIES, k=3, num_beams=3, exclude_history=False)
     for b, recs in enumerate(results):
         titles = [r.title for r in recs]
         assert len(titles) == 3 and len(set(titles)) == 3
@@ -99,8 +99,8 @@ def test_pruning_happens_with_few_beams(recommender):
     """Guards the tests above: with 3 beams the sharp model's search misses some exact top-3
     titles, so equality with enough beams is not trivially true."""
     n = len(recommender.catalog.titles)
-    exhaustive = recommender.recommend(HISTORIES, k=3, method="exhaustive")
-    beam = recommender.recommend(HISTORIES, k=3, num_beams=3)
+    exhaustive = recommender.recommend(HISTORIES, k=3, method="exhaustive", exclude_history=False)
+    beam = recommender.recommend(HISTORIES, k=3, num_beams=3, exclude_history=False)
     assert n > 3
     assert any(
         [r.title for r in ex] != [r.title for r in bm]
@@ -111,7 +111,9 @@ def test_pruning_happens_with_few_beams(recommender):
 def test_duplicate_titles_map_to_all_item_ids(recommender):
     n = len(recommender.catalog.titles)
     for method in ("beam", "exhaustive"):
-        recs = recommender.recommend([["i1"]], k=n, num_beams=n, method=method)[0]
+        recs = recommender.recommend(
+            [["i1"]], k=n, num_beams=n, method=method, exclude_history=False
+        )[0]
         shared = next(r for r in recs if r.title == TITLES[3])
         assert set(shared.item_ids) == {"i3", "dup"}
         assert len(recs) == n == len(TITLES)
@@ -119,9 +121,13 @@ def test_duplicate_titles_map_to_all_item_ids(recommender):
 
 @pytest.mark.parametrize("method", ["beam", "exhaustive", "grounding"])
 def test_batching_and_padding_do_not_change_results(recommender, method):
-    batched = recommender.recommend(HISTORIES, k=5, num_beams=4, method=method, batch_size=5)
+    batched = recommender.recommend(
+        HISTORIES, k=5, num_beams=4, method=method, batch_size=5, exclude_history=False
+    )
     for history, expected in zip(HISTORIES, batched, strict=True):
-        alone = recommender.recommend([history], k=5, num_beams=4, method=method, batch_size=1)[0]
+        alone = recommender.recommend(
+            [history], k=5, num_beams=4, method=method, batch_size=1, exclude_history=False
+        )[0]
         assert [r.title for r in alone] == [r.title for r in expected]
         for a, b in zip(alone, expected, strict=True):
             assert a.score == pytest.approx(b.score, abs=1e-4)
@@ -130,7 +136,7 @@ def test_batching_and_padding_do_not_change_results(recommender, method):
 def test_cold_start_uses_the_counterfactual_prompt(recommender, sharp_model):
     prompt = recommender.encoder.counterfactual_ids()
     assert recommender.prompts([[]])[0] == prompt
-    best = recommender.recommend([[]], k=1, num_beams=len(TITLES))[0][0]
+    best = recommender.recommend([[]], k=1, num_beams=len(TITLES), exclude_history=False)[0][0]
     expected = max(direct_log_likelihood(sharp_model, prompt, r) for r in recommender.responses)
     assert best.score == pytest.approx(expected, abs=1e-4)
 
@@ -138,14 +144,14 @@ def test_cold_start_uses_the_counterfactual_prompt(recommender, sharp_model):
 def test_unknown_history_item_is_one_clear_error(recommender):
     # the Python API takes item ids only (titles are resolved by the CLI and HTTP layers)
     with pytest.raises(CftrecError, match="unknown item id 'The alpha story \\(1990\\)'"):
-        recommender.recommend([["The alpha story (1990)"]])
+        recommender.recommend([["The alpha story (1990)"]], exclude_history=False)
     with pytest.raises(CftrecError, match="unknown decoding method"):
-        recommender.recommend([["i1"]], method="sampling")
+        recommender.recommend([["i1"]], method="sampling", exclude_history=False)
 
 
 def test_plain_title_list_becomes_a_catalog(sharp_model, tokenizer):
     rec = LLMRecommender(sharp_model, tokenizer, ["Up", "Heat (1995)"])
-    recs = rec.recommend([["Up"]], k=2, num_beams=2)[0]
+    recs = rec.recommend([["Up"]], k=2, num_beams=2, exclude_history=False)[0]
     assert {r.title for r in recs} == {"Up", "Heat (1995)"}
     assert all(r.item_ids == (r.title,) for r in recs)
 
@@ -173,7 +179,12 @@ def test_guided_beam_with_enough_beams_ranks_by_the_mixed_total(recommender, sca
     assist = assistant.title_log_probs(HISTORIES[:3])
     expected = scale * llm + (1 - scale) * assist
     results = recommender.recommend(
-        HISTORIES[:3], k=n, num_beams=n, assistant=assistant, guidance_scale=scale
+        HISTORIES[:3],
+        k=n,
+        num_beams=n,
+        assistant=assistant,
+        guidance_scale=scale,
+        exclude_history=False,
     )
     for b, recs in enumerate(results):
         order = expected[b].argsort(descending=True).tolist()
@@ -213,7 +224,7 @@ def test_guidance_one_step_equals_direct_branch_probabilities(recommender):
 def test_assistant_with_another_catalogue_is_refused(recommender):
     other = FixedAssistant(Catalog(["a"], ["Something else"]))
     with pytest.raises(CftrecError, match="catalogue differs"):
-        recommender.recommend([["i1"]], assistant=other)
+        recommender.recommend([["i1"]], assistant=other, exclude_history=False)
 
 
 def test_shared_prompt_attention_equals_per_beam_cache(recommender, sharp_model):
@@ -263,7 +274,9 @@ def test_every_method_equals_uncached_forward_passes(recommender, sharp_model):
     prompts = recommender.prompts(HISTORIES)
     expected = direct_scores(sharp_model, prompts, recommender.responses)
     for method in ("exhaustive", "beam"):
-        results = recommender.recommend(HISTORIES, k=n, num_beams=n, method=method)
+        results = recommender.recommend(
+            HISTORIES, k=n, num_beams=n, method=method, exclude_history=False
+        )
         for recs, row in zip(results, expected, strict=True):
             assert_full_ranking(recs, row, titles)
     # beam search with the per-beam cache (no shared prompt): same titles, exact scores
@@ -376,7 +389,9 @@ def test_extra_attention_features_take_the_plain_path(tokenizer, kind):
     histories = [[TITLES[1], TITLES[4]], []]
     expected = direct_scores(model, recommender.prompts(histories), recommender.responses)
     for method in ("beam", "exhaustive"):
-        results = recommender.recommend(histories, k=6, num_beams=6, method=method)
+        results = recommender.recommend(
+            histories, k=6, num_beams=6, method=method, exclude_history=False
+        )
         for recs, row in zip(results, expected, strict=True):
             assert_full_ranking(recs, row, titles)
     assert not shared_prefix.plain_attention(model)

@@ -49,9 +49,63 @@ def test_busy_cores_is_the_busy_share_of_the_sampled_cores(monkeypatch):
     assert threads.busy_cores([0, 1], seconds=0.01) == pytest.approx(1.2, abs=0.05)
 
 
-def test_busy_cores_reads_this_machine():
-    cores = threads.usable_cores()
-    assert 0.0 <= threads.busy_cores(cores, seconds=0.05) <= len(cores)
+# /proc/stat before and after the sample: the aggregate "cpu" line, cores 0, 1, 2 and 10 (only
+# 0 and 1 are sampled: "cpu1" must not match "cpu10"), fields user nice system idle iowait irq
+# softirq steal guest guest_nice (guest time is already in user time: not counted again).
+PROC_STAT = [
+    "cpu  9999 0 9999 9999 0 0 0 0 0 0\n"
+    "cpu0 100 10 40 800 50 5 5 0 70 0\n"
+    "cpu1 200 0 100 600 0 0 0 0 0 0\n"
+    "cpu2 100 0 100 100 0 0 0 0 0 0\n"
+    "cpu10 100 0 100 100 0 0 0 0 0 0\n"
+    "intr 12345 1 2 3\nctxt 999\n",
+    "cpu  19999 0 19999 19999 0 0 0 0 0 0\n"
+    "cpu0 160 10 60 860 60 5 5 0 500 0\n"  # busy 160 -> 240 of 1010 -> 1160 jiffies
+    "cpu1 230 0 110 660 0 0 0 0 0 0\n"  # busy 300 -> 340 of 900 -> 1000
+    "cpu2 900 0 100 100 0 0 0 0 0 0\n"
+    "cpu10 900 0 100 100 0 0 0 0 0 0\n"
+    "intr 23456 1 2 3\nctxt 1999\n",
+]
+
+
+def _fake_machine(monkeypatch, own_seconds: float, wall_seconds: float, stat=PROC_STAT):
+    """/proc/stat snapshots from `stat`, and this process's CPU and wall clocks."""
+    import io
+    import types
+
+    snapshots = iter(stat)
+
+    def fake_open(path, *args, **kwargs):
+        assert path == "/proc/stat"
+        text = next(snapshots)
+        if text is None:
+            raise OSError("unreadable")
+        return io.StringIO(text)
+
+    cpu = iter([1.0, 1.0 + own_seconds])
+    wall = iter([50.0, 50.0 + wall_seconds])
+    clock = types.SimpleNamespace(
+        process_time=lambda: next(cpu), monotonic=lambda: next(wall), sleep=lambda s: None
+    )
+    monkeypatch.setattr(threads, "open", fake_open, raising=False)
+    monkeypatch.setattr(threads, "time", clock)
+
+
+def test_busy_cores_reads_proc_stat_by_the_documented_rule(monkeypatch):
+    # cores 0 and 1 together: busy 120 of 250 jiffies, over 2 cores = 0.96 cores, less this
+    # process's own use (0.1 s of CPU over 0.4 s) = 0.71
+    _fake_machine(monkeypatch, own_seconds=0.1, wall_seconds=0.4)
+    assert threads.busy_cores([0, 1]) == pytest.approx(2 * 120 / 250 - 0.1 / 0.4, abs=1e-12)
+    # never below zero (this process alone busier than the sampled cores)
+    _fake_machine(monkeypatch, own_seconds=0.5, wall_seconds=0.4)
+    assert threads.busy_cores([0, 1]) == 0.0
+    # /proc/stat unreadable: the 1-minute load average, at most the number of cores
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (1.25, 9.0, 9.0))
+    _fake_machine(monkeypatch, own_seconds=0.1, wall_seconds=0.4, stat=[None])
+    assert threads.busy_cores([0, 1]) == 1.25
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (7.5, 0.0, 0.0))
+    _fake_machine(monkeypatch, own_seconds=0.1, wall_seconds=0.4, stat=[None])
+    assert threads.busy_cores([0, 1]) == 2.0
 
 
 @pytest.fixture(scope="module")

@@ -62,10 +62,14 @@ def test_llm_run_exhaustive_matches_brute_force(runs, capsys):
             logits = run.model(input_ids=torch.tensor([prompt + response])).logits[0]
         lp = logits[len(prompt) - 1 : -1].log_softmax(-1)
         scores[title] = lp[torch.arange(len(response)), torch.tensor(response)].sum().item()
-    expected = sorted(scores, key=lambda t: -scores[t])[:4]
+    ranking = sorted(scores, key=lambda t: -scores[t])
+    history = {"Babe (1995)", "Scream (1996)"}  # left out by default: what comes next
+    expected = [title for title in ranking if title not in history][:4]
     assert [r["title"] for r in out["recommendations"]] == expected
     assert out["recommendations"][0]["score"] == pytest.approx(scores[expected[0]], abs=1e-3)
     assert out["decoding"] == {"method": "exhaustive", "num_beams": DEFAULT_BEAMS}
+    kept = json.loads(_run([*argv, "--keep-history"], capsys))
+    assert [r["title"] for r in kept["recommendations"]] == ranking[:4]
 
 
 def test_long_history_keeps_the_most_recent_window(runs, capsys):
@@ -95,7 +99,8 @@ def test_extra_items_are_recommendable_for_this_call_only(runs, capsys, tmp_path
     extra = tmp_path / "new.csv"
     extra.write_text('item_id,title\nn1,The Matrix (1999)\nn2,"Heat, the sequel (2026)"\n')
     argv = ["recommend", "--run", str(runs["llm"]), "--extra-items", str(extra),
-            "--decoding", "exhaustive", "-k", "10", "--json", "The Matrix (1999)"]  # fmt: skip
+            "--decoding", "exhaustive", "-k", "10", "--json", "--keep-history",
+            "The Matrix (1999)"]  # fmt: skip
     out = json.loads(_run(argv, capsys))
     assert out["history"] == [{"item_id": "n1", "title": "The Matrix (1999)"}]
     titles = {r["title"] for r in out["recommendations"]}

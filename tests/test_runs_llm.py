@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -71,6 +75,55 @@ def test_save_then_load_gives_same_model_and_encoder(tmp_path, tokenizer, tiny_m
         assert hasattr(load_llm_run(run, merge_lora=False).model, "peft_config")
 
 
-def test_load_rejects_non_llm_and_incomplete_runs(tmp_path):
-    with pytest.raises(CftrecError, match="missing run.json"):
-        load_llm_run(tmp_path)
+def _rejected(run, message: str) -> None:
+    """load_llm_run(run) fails with exactly `message` (a one-line CftrecError)."""
+    with pytest.raises(CftrecError) as error:
+        load_llm_run(run)
+    assert str(error.value) == message
+
+
+def test_load_rejects_non_llm_and_incomplete_runs(tmp_path, tokenizer):
+    from cftrec.baselines.popularity import train_popularity
+    from cftrec.baselines.sasrec import SASRecConfig, train_sasrec
+
+    _rejected(tmp_path, f"{tmp_path}: not a cftrec run directory (missing run.json)")
+    # the other run kinds: complete runs, refused by kind
+    data = write_tiny_dataset(tmp_path / "data")
+    train_popularity(data, tmp_path / "pop")
+    _rejected(tmp_path / "pop", f"{tmp_path / 'pop'}: a 'pop' run, not an LLM run")
+    config = SASRecConfig(hidden_size=16, num_blocks=1, max_length=8, epochs=1, batch_size=8)
+    train_sasrec(data, tmp_path / "sasrec", config, device="cpu")
+    _rejected(tmp_path / "sasrec", f"{tmp_path / 'sasrec'}: a 'sasrec' run, not an LLM run")
+
+    # LLM runs with a part missing: a complete one (loads), then copies with one part taken out
+    info = {"method": "sft", "base_model": "tiny", "dtype": "float32", "lora": None,
+            "prompt": PromptEncoder(tokenizer).config()}  # fmt: skip
+    complete = save_llm_run(
+        tmp_path / "complete", model=make_tiny_llama(tokenizer), tokenizer=tokenizer, info=info,
+        dataset=Dataset.load(data), config={}, metrics=[],
+    )  # fmt: skip
+    assert load_llm_run(complete).info["kind"] == "llm"
+
+    def broken(name: str) -> Path:
+        return Path(shutil.copytree(complete, tmp_path / name))
+
+    run = broken("no-weights")
+    shutil.rmtree(run / "model")
+    _rejected(run, f"{run / 'model'}: missing model weights (config.json)")
+
+    run = broken("no-adapter")  # run.json says LoRA; adapter/ was never written
+    stored = json.loads((run / "run.json").read_text())
+    stored["lora"] = {"r": 4}
+    (run / "run.json").write_text(json.dumps(stored))
+    _rejected(run, f"{run / 'adapter'}: missing LoRA adapter (adapter_config.json)")
+
+    run = broken("no-prompt")
+    stored = json.loads((run / "run.json").read_text())
+    del stored["prompt"]
+    (run / "run.json").write_text(json.dumps(stored))
+    _rejected(run, f"{run / 'run.json'}: missing key(s) prompt")
+
+    run = broken("no-tokenizer")
+    shutil.rmtree(run / "tokenizer")
+    with pytest.raises(CftrecError, match=r"^cannot load tokenizer '.*no-tokenizer/tokenizer': "):
+        load_llm_run(run)

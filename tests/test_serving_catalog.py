@@ -49,7 +49,11 @@ def _assert_exact(recommender, history, method):
     catalog = recommender.catalog
     expected = brute_force_ranking(recommender.model, recommender.encoder, catalog, history)
     got = recommender.recommend(
-        [history], k=len(catalog.titles), num_beams=len(catalog.titles), method=method
+        [history],
+        k=len(catalog.titles),
+        num_beams=len(catalog.titles),
+        method=method,
+        exclude_history=False,
     )[0]
     assert [t for t, _ in _titles_and_scores(got)] == [t for t, _ in expected]
     for (_, score), (_, reference) in zip(_titles_and_scores(got), expected, strict=True):
@@ -137,7 +141,9 @@ def test_grounding_embeds_only_the_new_titles(recommender):
             with torch.no_grad():
                 out = recommender.model(input_ids=ids, output_hidden_states=True)
             torch.testing.assert_close(row, out.hidden_states[-1][0, -1], atol=1e-4, rtol=1e-4)
-    recs = recommender.recommend([["n1"]], k=len(titles), num_beams=2, method="grounding")[0]
+    recs = recommender.recommend(
+        [["n1"]], k=len(titles), num_beams=2, method="grounding", exclude_history=False
+    )[0]
     assert {r.title for r in recs} == set(titles)
 
 
@@ -181,7 +187,8 @@ def test_changes_persist_as_an_overlay_beside_the_run(llm_run):
     assert restarted.catalog.item_ids == service.catalog.item_ids
     assert restarted.base_catalog.title_of["5"] == "Scream (1996)"
     recs = restarted.recommend([restarted.resolve(["The Matrix (1999)"])], k=20)[0]
-    assert {r.title for r in recs} == set(restarted.catalog.titles)
+    # every title but the history's own (left out by default)
+    assert {r.title for r in recs} == set(restarted.catalog.titles) - {"The Matrix (1999)"}
 
 
 def test_unsaved_changes_and_failed_saves_leave_no_trace(llm_run, monkeypatch):
@@ -273,7 +280,7 @@ def test_http_catalogue_endpoints(llm_run):
         recs = httpx.post(
             f"{url}/recommend", json={"history": ["The Matrix (1999)"], "k": 20}, headers=key
         ).json()["recommendations"]
-        assert {r["title"] for r in recs} == {*TITLES, "The Matrix (1999)", "Amélie (2001)"}
+        assert {r["title"] for r in recs} == {*TITLES, "Amélie (2001)"}  # not the history's
         for bad in (
             {"items": [{"item_id": "n9", "title": ""}]},
             {"items": [{"item_id": "n9", "title": "   "}]},

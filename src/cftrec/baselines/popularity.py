@@ -58,18 +58,21 @@ class PopularityRecommender:
             raise CftrecError(f"{path}: {error}") from None
 
     def recommend(
-        self, histories: list[list[str]], k: int = 10, **options
+        self, histories: list[list[str]], k: int = 10, exclude_history: bool = True, **options
     ) -> list[list[Recommendation]]:
-        """The k most popular titles for every history (histories do not change the list).
-        Any option (an LLM decoding option) is a CftrecError naming it."""
+        """The k most popular titles for every history, leaving out the history's own titles
+        unless `exclude_history=False`. Any other option (an LLM decoding option) is a
+        CftrecError naming it."""
         refuse_options(KIND_LABEL, options)
-        top = [
-            Recommendation(
-                title, tuple(self.catalog.items_of_title[title]), float(self.counts[title])
-            )
-            for title in self.ranking[:k]
-        ]
-        return [list(top) for _ in histories]
+        lists = []
+        for history in histories:
+            gone = set(self.catalog.titles_for(history)) if exclude_history else set()
+            top = [title for title in self.ranking[: k + len(gone)] if title not in gone][:k]
+            lists.append([
+                Recommendation(t, tuple(self.catalog.items_of_title[t]), float(self.counts[t]))
+                for t in top
+            ])  # fmt: skip
+        return lists
 
     def add_items(self, items) -> None:
         """Refused: a title never counted in training has no popularity to rank it by."""

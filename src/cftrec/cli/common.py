@@ -37,6 +37,14 @@ Threads = Annotated[
         show_default=False,
     ),
 ]
+KeepHistory = Annotated[
+    bool,
+    typer.Option(
+        "--keep-history",
+        help="Also recommend the history's own titles (domains with repeat purchases). By "
+        "default they are left out and the list still holds k new titles.",
+    ),
+]
 BEAMS_HELP = (
     f"LLM runs: number of beams. [default: {DEFAULT_BEAMS}, where search error was rare on "
     f"MovieLens-100k; grounding: {GROUNDING_BEAMS}]"

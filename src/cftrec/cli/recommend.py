@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..decoding.methods import DEFAULT_BEAMS, GROUNDING_BEAMS, resolve_beams
-from .common import DECODING_HELP, Threads, app
+from .common import DECODING_HELP, KeepHistory, Threads, app
 
 
 @app.command("recommend")
@@ -53,6 +53,7 @@ def recommend_command(
             show_default=False,
         ),
     ] = None,
+    keep_history: KeepHistory = False,
     threads: Threads = None,
 ) -> None:
     """Top-k recommendations for one history, from any run kind.
@@ -72,8 +73,9 @@ def recommend_command(
     console = Console(stderr=True)
     with console.status(f"loading {run}"):
         service = RecommendService.load(
-            run, dtype=dtype, method=decoding, num_beams=resolve_beams(decoding, beams, k)
-        )
+            run, dtype=dtype, exclude_history=not keep_history, method=decoding,
+            num_beams=resolve_beams(decoding, beams, k),
+        )  # fmt: skip
     if extra_items is not None:
         from ..data.catalog_changes import read_items_file
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..decoding.methods import resolve_beams
-from .common import BEAMS_HELP, DECODING_HELP, Threads, app
+from .common import BEAMS_HELP, DECODING_HELP, KeepHistory, Threads, app
 
 
 @app.command("serve")
@@ -61,6 +61,7 @@ def serve_command(
         float, typer.Option(help="Seconds in-flight requests get to finish on SIGTERM.")
     ] = 30.0,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    keep_history: KeepHistory = False,
     threads: Threads = None,
 ) -> None:
     """Serve a run over HTTP: POST /recommend, POST /recommend/batch, GET /items, GET /health,
@@ -77,6 +78,7 @@ def serve_command(
         api_key=api_key if api_key is not None else os.environ.get(API_KEY_ENV),
         graceful_timeout_s=graceful_timeout, log_level=log_level,
         decoding={"method": decoding, "num_beams": resolve_beams(decoding, beams)}, dtype=dtype,
+        exclude_history=not keep_history,
         max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_k=max_k,
         max_history_entries=max_history_entries, max_body_bytes=max_body_bytes,
         body_timeout_s=body_timeout,

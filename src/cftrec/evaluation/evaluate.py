@@ -161,7 +161,7 @@ def _decode_cases(recommender, kind, cases, settings, assistant, checked, progre
             )  # fmt: skip
             lists, generations = decoded.recommendations, decoded.generations or None
         else:
-            lists = recommender.recommend(histories, k=k)
+            lists = recommender.recommend(histories, k=k, exclude_history=False)  # filtered below
         for row, ((case_id, sample), recs) in enumerate(zip(batch, lists, strict=True)):
             kept = [r for r in recs if r.title not in excluded[row]][:LIST_LENGTH]
             record = {

@@ -1,4 +1,5 @@
-"""`cftrec demo`: the experiment, then diagnose, a sample recommendation, how to serve."""
+"""`cftrec demo`: the experiment, then diagnose, a sample recommendation, the HTML report, how
+to serve."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from .tables import summary_table
 
 
 def run_demo(settings: ExperimentSettings, out_dir: str | Path) -> dict:
-    """`cftrec demo`: the experiment, then diagnose, a sample recommendation, how to serve."""
+    """`cftrec demo`: the experiment, then diagnose, a sample recommendation, the HTML report
+    (OUT/report.html), how to serve."""
     out = Path(out_dir)
     start = time.perf_counter()
     summary = run_experiment(settings, out)
@@ -52,6 +54,18 @@ def run_demo(settings: ExperimentSettings, out_dir: str | Path) -> dict:
                 *settings.sample_history,
             ],
         )
+    report = out / "report.html"
+    reference = summary["reference"]
+    names = [reference, *(name for name in summary["metrics"] if name != reference)]
+    report_args = ["report", *(str(out / "results" / name) for name in names), "-o", str(report)]
+    if llm_runs:
+        report_args += ["--diagnose", str(out / "diagnose")]
+    run_step(
+        f"One-page HTML report: every result against {reference}, curves, plots, settings",
+        report_args + (["--overwrite"] if settings.force else []),  # the report made before
+        report,
+        settings.force,
+    )
     table = summary_table(summary)
     (out / "summary.md").write_text(table + "\n", encoding="utf-8")
     print(
@@ -65,4 +79,5 @@ def run_demo(settings: ExperimentSettings, out_dir: str | Path) -> dict:
     print(
         f"demo finished in {(time.perf_counter() - start) / 60:.1f} min; summary: {out}/summary.json"
     )
+    print(f"report: {report} (open it in a browser)")
     return summary

@@ -141,6 +141,7 @@ def serve(
     log_level: str = "info",
     decoding: dict[str, Any] | None = None,
     dtype: str | None = None,
+    exclude_history: bool = True,
     **app_options,
 ) -> None:
     """Load the run once and serve it until SIGINT/SIGTERM. On SIGTERM uvicorn stops accepting
@@ -155,7 +156,10 @@ def serve(
         # An LLM decodes each micro-batch as one batch (the Recommender's default is 8).
         batch_size = app_options.get("max_batch_size", 16)
         service = RecommendService.load(
-            run_dir, dtype=dtype, **{"batch_size": batch_size, **(decoding or {})}
+            run_dir,
+            dtype=dtype,
+            exclude_history=exclude_history,
+            **{"batch_size": batch_size, **(decoding or {})},
         )
     app = create_app(service, api_key=api_key, **app_options)
     if warning:

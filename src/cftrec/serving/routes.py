@@ -218,6 +218,7 @@ def api_router(limits: RequestLimits) -> APIRouter:
             "titles": len(service.catalog.titles),
             "catalogue": _catalogue(service),
             "decoding": service.decoding,
+            "exclude_history": service.exclude_history,
             "uptime_s": round(time.monotonic() - request.app.state.started, 3),
             "batching": {
                 "max_batch_size": batcher.max_batch_size,

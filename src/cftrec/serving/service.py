@@ -35,12 +35,22 @@ class RecommendService:
     """A recommender plus what the run says about it (kind, history window, decoding).
 
     `decoding` holds the LLM decoding options (method, num_beams); other run kinds ignore them.
+    A history's own titles are left out of its recommendations unless `exclude_history=False`
+    (domains with repeat purchases).
     Histories longer than the run's `max_history` keep their most recent items, as in training.
     The catalogue as trained is `base_catalog`; `catalog` is the one served (with changes).
     """
 
-    def __init__(self, recommender, info: dict[str, Any], run_dir: str | Path, **decoding):
+    def __init__(
+        self,
+        recommender,
+        info: dict[str, Any],
+        run_dir: str | Path,
+        exclude_history: bool = True,
+        **decoding,
+    ):
         self.recommender = recommender
+        self.exclude_history = exclude_history
         self.base_catalog: Catalog = recommender.catalog
         self.info = info
         self.run_dir = Path(run_dir)
@@ -55,12 +65,19 @@ class RecommendService:
         self.overlay: dict[str, list] = {"added": [], "removed": []}
 
     @classmethod
-    def load(cls, run_dir: str | Path, dtype: str | None = None, **decoding) -> RecommendService:
+    def load(
+        cls,
+        run_dir: str | Path,
+        dtype: str | None = None,
+        exclude_history: bool = True,
+        **decoding,
+    ) -> RecommendService:
         """Load any run and its catalogue overlay, if any; `dtype` (float32/bfloat16/float16)
         applies to LLM runs only."""
         info = read_run_info(run_dir)
         options = {"dtype": dtype} if info["kind"] == "llm" and dtype else {}
-        service = cls(load_recommender(run_dir, **options), info, run_dir, **decoding)
+        recommender = load_recommender(run_dir, **options)
+        service = cls(recommender, info, run_dir, exclude_history, **decoding)
         service._apply_overlay()
         return service
 
@@ -103,7 +120,9 @@ class RecommendService:
         catalogue after its request was resolved is left out of that history."""
         catalog = self.catalog
         histories = [[item_id for item_id in h if item_id in catalog] for h in histories]
-        return self.recommender.recommend(histories, k=k, **self.decoding)
+        return self.recommender.recommend(
+            histories, k=k, exclude_history=self.exclude_history, **self.decoding
+        )
 
     def search(self, query: str, limit: int = 20) -> list[dict[str, Any]]:
         """Catalogue titles matching `query`: case-insensitive substring matches first (shortest

@@ -2,19 +2,30 @@
 
 settings = load_settings("configs/cft.yaml", {"data": "data/ml100k", "epochs": 1})
 summary = train(settings, "runs/cft")
+
+Experiment trackers (`report_to`: tensorboard, wandb, mlflow) get every logged line: train/loss,
+train/rec, train/cf (the CFT loss terms), eval/loss. They write into RUN/checkpoints/logs while
+training (kept with the checkpoints for --resume) and end up in RUN/logs: tensorboard/ (event
+files), wandb/ (an offline run unless WANDB_MODE says otherwise; `wandb sync` uploads it),
+mlruns/ (an MLflow file store). An environment variable the user set (TENSORBOARD_LOGGING_DIR,
+WANDB_DIR, WANDB_MODE, WANDB_PROJECT, MLFLOW_TRACKING_URI, MLFLOW_ALLOW_FILE_STORE) wins over
+these defaults.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import importlib.util
 import math
 import os
 import random
 import shutil
+import tempfile
 from pathlib import Path
 
 from ..errors import CftrecError
-from ..files import check_output, mark_output
+from ..files import TMP_SUFFIX, check_output, mark_output
 from ..runs.llm import CHECKPOINTS_DIR, TRAIN_COMMAND
 from ..threads import use_threads
 from .settings import TrainSettings, load_settings
@@ -23,6 +34,7 @@ from .settings import TrainSettings, load_settings
 __all__ = ["TrainSettings", "load_settings", "resume_settings", "train"]
 
 SETTINGS_FILE = "settings.yaml"  # inside RUN/checkpoints: what --resume continues with
+LOGS_DIR = "logs"  # the trackers' files: RUN/checkpoints/logs while training, then RUN/logs
 
 
 def _subset(samples: list, limit: int | None, seed: int) -> list:
@@ -63,6 +75,7 @@ def train(
     # --debug (its load-time notices, e.g. "layers were not sharded", concern tensor
     # parallelism, which cftrec does not use).
     settings.validate()
+    trackers = requested_trackers(settings.report_to)
     model_path = settings.model if Path(settings.model).exists() else None
     output = Path(output)
     check_output(output, TRAIN_COMMAND, (settings.data, model_path), overwrite)
@@ -136,7 +149,8 @@ def train(
         seed=settings.seed,
         data_seed=settings.seed,
         bf16=settings.dtype == "bfloat16",
-        report_to=[],
+        report_to=trackers,
+        run_name=output.name,  # the trackers' name of the run
         save_only_model=False,
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
@@ -144,35 +158,43 @@ def train(
         # start the process group but leave DDP off)
         use_cpu=world > 1 and not torch.cuda.is_available(),
     )
-    trainer = CFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_examples,
-        eval_dataset=eval_examples or None,
-        processing_class=tokenizer,
-        data_collator=CFTCollator(
-            tokenizer.pad_token_id, settings.method == "cft", settings.counterfactual_pass
-        ),
-        callbacks=[_log_boundaries()]
-        + ([EarlyStoppingCallback(settings.patience)] if has_eval else []),
-    )
-    main_process = trainer.is_world_process_zero()
-    last_checkpoint = _last_checkpoint(checkpoints) if resume else None
-    if main_process:
-        if resume and last_checkpoint is None:
-            log(f"no checkpoint in {checkpoints}: starting from scratch")
-        mark_output(output, TRAIN_COMMAND)  # resumable: recognisably this command's folder
-        if not resume and checkpoints.exists():
-            shutil.rmtree(checkpoints)  # a fresh run does not continue an old one
-        checkpoints.mkdir(parents=True, exist_ok=True)
-        (checkpoints / SETTINGS_FILE).write_text(yaml.safe_dump(settings.to_dict()))
-    (log if main_process else _quiet)(
-        f"training {settings.method} on {len(train_examples)} samples "
-        f"({len(eval_examples)} validation, {truncated} prompts truncated), "
-        f"{steps_per_epoch} steps per epoch"
-        + (f", resuming from {last_checkpoint.name}" if last_checkpoint else "")
-    )
-    trainer.train(resume_from_checkpoint=str(last_checkpoint) if last_checkpoint else None)
+    # the tracker callbacks read their environment when built and when training begins
+    with tracker_environment(trackers, checkpoints / LOGS_DIR):
+        trainer = CFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=train_examples,
+            eval_dataset=eval_examples or None,
+            processing_class=tokenizer,
+            data_collator=CFTCollator(
+                tokenizer.pad_token_id, settings.method == "cft", settings.counterfactual_pass
+            ),
+            callbacks=[_log_boundaries()]
+            + ([EarlyStoppingCallback(settings.patience)] if has_eval else []),
+        )
+        main_process = trainer.is_world_process_zero()
+        last_checkpoint = _last_checkpoint(checkpoints) if resume else None
+        if main_process:
+            if resume and last_checkpoint is None:
+                log(f"no checkpoint in {checkpoints}: starting from scratch")
+            mark_output(output, TRAIN_COMMAND)  # resumable: recognisably this command's folder
+            if not resume and checkpoints.exists():
+                shutil.rmtree(checkpoints)  # a fresh run does not continue an old one
+            checkpoints.mkdir(parents=True, exist_ok=True)
+            if trackers:
+                (checkpoints / LOGS_DIR).mkdir(exist_ok=True)  # W&B needs it to exist
+            (checkpoints / SETTINGS_FILE).write_text(yaml.safe_dump(settings.to_dict()))
+        (log if main_process else _quiet)(
+            f"training {settings.method} on {len(train_examples)} samples "
+            f"({len(eval_examples)} validation, {truncated} prompts truncated), "
+            f"{steps_per_epoch} steps per epoch"
+            + (f", resuming from {last_checkpoint.name}" if last_checkpoint else "")
+        )
+        trainer.train(resume_from_checkpoint=str(last_checkpoint) if last_checkpoint else None)
+        if "wandb" in trackers:
+            import wandb
+
+            wandb.finish()  # Trainer leaves the W&B run open: close its files before they move
 
     state = trainer.state
     losses = [line["loss"] for line in state.log_history if "loss" in line]
@@ -209,15 +231,16 @@ def train(
             "weight_rec_loss": settings.weight_rec_loss,
             "summary": summary,
         }
-        save_llm_run(
-            output,
-            model=trainer.model,
-            tokenizer=tokenizer,
-            info=info,
-            dataset=dataset,
-            config=settings.resolved(len(eval_examples), eval_steps).to_dict(),
-            metrics=state.log_history,
-        )
+        with logs_kept_through_replacement(output):
+            save_llm_run(
+                output,
+                model=trainer.model,
+                tokenizer=tokenizer,
+                info=info,
+                dataset=dataset,
+                config=settings.resolved(len(eval_examples), eval_steps).to_dict(),
+                metrics=state.log_history,
+            )
         log(
             f"done: {summary['train_samples']} samples, {summary['tokens']} tokens in "
             f"{summary['seconds']} s ({summary['tokens_per_second']} tokens/s; validation on "
@@ -226,6 +249,63 @@ def train(
         )
     trainer.accelerator.wait_for_everyone()
     return summary
+
+
+def requested_trackers(report_to: list[str] | str) -> list[str]:
+    """The trackers `report_to` names ("none" names none), each checked to be installed."""
+    names = [report_to] if isinstance(report_to, str) else report_to  # a YAML preset's one name
+    trackers = [name for name in dict.fromkeys(names) if name != "none"]
+    for name in trackers:
+        if importlib.util.find_spec(name) is None:
+            raise CftrecError(
+                f"--report-to {name}: {name} is not installed (pip install 'cftrec[tracking]')"
+            )
+    return trackers
+
+
+@contextlib.contextmanager
+def tracker_environment(trackers: list[str], folder: Path):
+    """Environment defaults that keep the trackers' files in `folder`, W&B offline and MLflow
+    on a local file store; a variable the user set is left alone. Restored afterwards."""
+    defaults = {}
+    if "tensorboard" in trackers:
+        defaults["TENSORBOARD_LOGGING_DIR"] = str(folder / "tensorboard")
+    if "wandb" in trackers:
+        defaults |= {"WANDB_DIR": str(folder), "WANDB_MODE": "offline", "WANDB_PROJECT": "cftrec"}
+    if "mlflow" in trackers:
+        # a file store: the one local store mlflow-skinny writes (MLflow 3 asks for the opt-in)
+        defaults["MLFLOW_TRACKING_URI"] = (folder / "mlruns").resolve().as_uri()
+        defaults["MLFLOW_ALLOW_FILE_STORE"] = "true"
+    added = {name: value for name, value in defaults.items() if name not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
+@contextlib.contextmanager
+def logs_kept_through_replacement(output: Path):
+    """Carry RUN/checkpoints/logs (the trackers' files) over the finished run's replacement of
+    RUN, to RUN/logs. Meanwhile they wait in a marked temporary folder next to RUN (swept by a
+    later run if this one is killed then); if saving fails they go back to the checkpoints."""
+    logs = output / CHECKPOINTS_DIR / LOGS_DIR
+    if not logs.exists() or not any(logs.iterdir()):
+        yield
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=TMP_SUFFIX, dir=output.parent))
+    try:
+        mark_output(aside, TRAIN_COMMAND)
+        os.replace(logs, aside / LOGS_DIR)
+        try:
+            yield
+        except BaseException:
+            os.replace(aside / LOGS_DIR, logs)
+            raise
+        os.replace(aside / LOGS_DIR, output / LOGS_DIR)
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def _last_checkpoint(checkpoints: Path) -> Path | None:

@@ -25,6 +25,7 @@ DEFAULT_BETA = 0.25
 METHODS = ("sft", "cft")
 WEIGHTINGS = ("linear", "none")
 COUNTERFACTUAL_PASSES = ("auto", "shared_prefix", "separate", "padded")
+TRACKERS = ("none", "tensorboard", "wandb", "mlflow")  # Trainer's report_to names
 VALIDATION_SHARE = 4  # default validation set: 1 / VALIDATION_SHARE of the train samples,
 VALIDATION_CAP = 256  # at most this many
 
@@ -85,6 +86,11 @@ def setting(
 def modules_from_text(text: str) -> list[str] | str:
     """--lora-target-modules: comma-separated module names, or all-linear (peft's keyword)."""
     return text if text == "all-linear" else [name.strip() for name in text.split(",")]
+
+
+def trackers_from_text(values: list[str]) -> list[str]:
+    """--report-to, repeated or comma-separated: one list of tracker names."""
+    return [name.strip() for value in values for name in value.split(",") if name.strip()]
 
 
 def default_weighting(method: str) -> str:
@@ -180,6 +186,14 @@ class TrainSettings:
     )
     patience: int = setting(3, "Early-stopping patience in evaluations.", rule=COUNT)
     logging_steps: int = setting(10, "Log the training loss every N steps.", rule=COUNT)
+    report_to: list[str] = setting(
+        ["none"],
+        f"Experiment trackers for the loss curves: {'|'.join(TRACKERS)}; repeat or "
+        "comma-separate for several (pip install 'cftrec[tracking]'). Their files go to RUN/logs.",
+        choices=TRACKERS,
+        cli_type=list[str],
+        from_cli=trackers_from_text,
+    )
     seed: int = setting(42, "Random seed.", rule=NON_NEGATIVE_INTEGER)
     # On the command line: the --threads option every model command shares (cli.common).
     threads: int | None = setting(None, "CPU threads for torch.", rule=COUNT)
@@ -228,7 +242,8 @@ def check_setting(name: str, value: Any) -> None:
     if value is None and spec.default is None:
         return  # a default that depends on the run
     choices, rule = spec.metadata.get("choices"), spec.metadata.get("rule")
-    if choices is not None and value not in choices:
+    values = value if isinstance(value, list) else [value]  # a list setting: each item
+    if choices is not None and any(item not in choices for item in values):
         raise CftrecError(f"{option_name(name)} must be one of {', '.join(choices)}")
     if rule is not None and not rule.accepts(value):
         raise CftrecError(f"{option_name(name)} must be {rule.describe()}, not {value!r}")

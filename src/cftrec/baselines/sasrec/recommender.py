@@ -155,18 +155,24 @@ class SASRecRecommender:
         raise CatalogChangeUnsupported("SASRec")
 
     def recommend(
-        self, histories: list[list[str]], k: int = 10, **options
+        self, histories: list[list[str]], k: int = 10, exclude_history: bool = True, **options
     ) -> list[list[Recommendation]]:
-        """The k best distinct titles per history (best first; ties in catalogue title order).
-        Any option (an LLM decoding option) is a CftrecError naming it."""
+        """The k best distinct titles per history (best first; ties in catalogue title order),
+        leaving out the history's own titles unless `exclude_history=False`. Any other option
+        (an LLM decoding option) is a CftrecError naming it."""
         refuse_options(KIND_LABEL, options)
         scores = self.title_scores(histories).cpu()
+        if exclude_history:
+            index = self.catalog.index_of_title
+            for row, history in enumerate(histories):
+                scores[row, [index[t] for t in self.catalog.titles_for(history)]] = -math.inf
         order = scores.sort(dim=1, descending=True, stable=True).indices[:, :k]
         titles, items_of = self.catalog.titles, self.catalog.items_of_title
         return [
             [
                 Recommendation(titles[t], tuple(items_of[titles[t]]), float(row_scores[t]))
                 for t in row.tolist()
+                if row_scores[t] > -math.inf  # an excluded title (a small catalogue ran out)
             ]
             for row, row_scores in zip(order, scores, strict=True)
         ]
