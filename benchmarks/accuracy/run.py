@@ -154,6 +154,17 @@ def main() -> None:
         "--methods", nargs="+", default=None, choices=["pop", "sasrec", "sft", "cft"],
         help="methods to run (default: all four)",
     )  # fmt: skip
+    parser.add_argument(
+        "--guided", action="store_true",
+        help="add sft+g and cft+g: D3 guidance by the suite's SASRec, the scale chosen on "
+        "validation users (--guidance-scales, --guidance-valid-users)",
+    )  # fmt: skip
+    parser.add_argument("--guidance-scales", type=float, nargs="+", default=None)
+    parser.add_argument("--guidance-valid-users", type=int, default=None)
+    parser.add_argument(
+        "--extra-decodings", nargs="+", default=None, metavar="beam:N|exact",
+        help="also evaluate every LLM row with these decodings (e.g. beam:50 exact)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.seeds and args.scale == "sweep":
         parser.error("--seeds works with a scale, not with the sweep")
@@ -166,6 +177,14 @@ def main() -> None:
         overrides["data_source"] = f"prepared:{args.data}"
     if args.methods:
         overrides["methods"] = tuple(args.methods)
+    if args.guided:
+        overrides["guided"] = True
+    if args.guidance_scales:
+        overrides["guidance_scales"] = tuple(args.guidance_scales)
+    if args.guidance_valid_users:
+        overrides["guidance_valid_users"] = args.guidance_valid_users
+    if args.extra_decodings:
+        overrides["extra_decodings"] = tuple(args.extra_decodings)
     settings = replace(base, **overrides)
     out = Path(args.out or ROOT / "runs-accuracy" / args.scale)
 

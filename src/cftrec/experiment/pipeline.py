@@ -4,61 +4,14 @@ in a subprocess and prints it first; a step whose output already exists is skipp
 
 from __future__ import annotations
 
-import os
-import shlex
-import subprocess
-import sys
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import CftrecError
 from ..files import check_output, mark_output, read_json, write_json
-from ..training.settings import DEFAULT_ALPHA, DEFAULT_BETA
-
-# The metrics the CFT/D3 papers report (10-beam lists decide K <= 10 only; "n/a" where the
-# lists are shorter than K).
-METRIC_COLUMNS = ("ndcg@5", "ndcg@10", "hr@5", "hr@10")
-
-
-@dataclass
-class ExperimentSettings:
-    """What to run. Defaults are the demo's budget on MovieLens-100k with the bundled model."""
-
-    data_source: str = "movielens-100k"  # "movielens-100k" (fetched) or "prepared:PATH"
-    model: str = "bundled:smollm2-135m"
-    methods: tuple[str, ...] = ("pop", "sasrec", "sft", "cft")
-    alpha: float = DEFAULT_ALPHA
-    beta: float = DEFAULT_BETA
-    lora: bool = True
-    max_train_samples: int | None = 256
-    max_eval_samples: int | None = None  # validation samples (None: cftrec train's default)
-    epochs: float = 1.0
-    batch_size: int = 8
-    learning_rate: float = 1e-3
-    eval_limit: int | None = 200
-    beams: int = 10  # the published D3/CFT protocol the suite is set beside (not DEFAULT_BEAMS)
-    eval_batch_size: int = 8  # test cases decoded together
-    decoding: str = "beam"
-    sasrec_epochs: int = 30
-    cft_run_name: str = "cft"  # folder/row name of the cft run (a sweep names each point)
-    seed: int = 42
-    dtype: str = "float32"
-    extra_train_args: tuple[str, ...] = ()
-    diagnose_limit: int | None = 50
-    sample_history: tuple[str, ...] = ("Toy Story (1995)", "Heat (1995)", "Fargo (1996)")
-    force: bool = False
-    launcher: tuple[str, ...] = field(default_factory=tuple)  # e.g. ("accelerate", "launch")
-    threads: int | None = None  # --threads of every step that runs a model (None: its default)
-
-
-def _cftrec() -> list[str]:
-    return [sys.executable, "-m", "cftrec"]
-
-
-def _model_flags(settings: ExperimentSettings) -> list[str]:
-    """What every step that runs a model is given besides its own options."""
-    return ["--threads", str(settings.threads)] if settings.threads else []
+from .settings import ExperimentSettings
+from .steps import _model_flags, compare_step, evaluate_step, run_step  # noqa: F401 (demo.py)
+from .variants import counterpart, variant_rows
 
 
 def working_folder(out: Path) -> Path:
@@ -66,31 +19,6 @@ def working_folder(out: Path) -> Path:
     cftrec did not write); marked as the demo's, as `cftrec demo` writes it."""
     check_output(out, "demo")
     return mark_output(out, "demo")
-
-
-def run_step(
-    title: str,
-    args: list[str],
-    output: Path | None = None,
-    force: bool = False,
-    launcher: tuple[str, ...] = (),
-) -> float | None:
-    """Print and run one `cftrec` command and return its wall seconds; skip it (None) when
-    `output` (the file that marks the step complete: a run's run.json, an evaluation's
-    results.json) already exists."""
-    shown = "cftrec " + " ".join(shlex.quote(a) for a in args)
-    print(f"\n==> {title}\n$ {shown}", flush=True)
-    if output is not None and output.exists() and not force:
-        print(f"    (already done: {output} exists; skipping)", flush=True)
-        return None
-    start = time.perf_counter()
-    command = [*launcher, "-m", "cftrec", *args] if launcher else [*_cftrec(), *args]
-    result = subprocess.run(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    if result.returncode != 0:
-        raise CftrecError(f"step '{title}' failed (exit {result.returncode}): {shown}")
-    elapsed = time.perf_counter() - start
-    print(f"    done in {elapsed:.0f} s", flush=True)
-    return elapsed
 
 
 def prepare_data(settings: ExperimentSettings, out: Path, timings: dict[str, float | None]) -> Path:
@@ -127,7 +55,6 @@ def run_experiment(settings: ExperimentSettings, out_dir: str | Path) -> dict:
     run_step("Dataset statistics", ["data", "stats", str(data)])
 
     runs, results = out / "runs", out / "results"
-    limit = ["--limit", str(settings.eval_limit)] if settings.eval_limit else []
     names = {m: settings.cft_run_name if m == "cft" else m for m in settings.methods}
     for method, name in names.items():
         run = runs / name
@@ -200,47 +127,29 @@ def run_experiment(settings: ExperimentSettings, out_dir: str | Path) -> dict:
                 force,
                 settings.launcher,
             )
-        eval_args = [
-            "evaluate",
-            "--run",
-            str(run),
-            "--data",
-            str(data),
-            "--split",
-            "test",
-            "--decoding",
-            settings.decoding,
-            "--beams",
-            str(settings.beams),
-            *limit,
-            "--batch-size",
-            str(settings.eval_batch_size),
-            *_model_flags(settings),
-            "-o",
-            str(results / name),
-        ]
-        timings[f"evaluate {name}"] = run_step(
+        timings[f"evaluate {name}"] = evaluate_step(
+            settings, data, run, results / name,
             f"Evaluate {name} on the test cases (full ranking over distinct titles)",
-            eval_args,
-            results / name / "results.json",
-            force,
-            settings.launcher,
-        )
+            ["--decoding", settings.decoding, "--beams", str(settings.beams)],
+        )  # fmt: skip
+    rows, guidance = variant_rows(settings, data, names, out, timings)
 
-    comparisons = {}
+    comparisons, pairs = {}, {}
     reference = "sft" if "sft" in names else names[settings.methods[0]]
-    for name in names.values():
-        if name == reference:
-            continue
-        target = results / f"compare-{reference}-vs-{name}.json"
-        run_step(
-            f"Paired significance: {name} vs {reference}",
-            ["compare", str(results / reference), str(results / name), "-o", str(target)]
-            + (["--overwrite"] if force else []),  # the file this experiment wrote before
-            target,
-            force,
-        )
-        comparisons[name] = read_json(target)
+    every_row = [*names.values(), *rows]
+    for name in every_row:
+        if name != reference:
+            comparisons[name] = compare_step(results, reference, name, force)
+    # cft against sft with the same guidance and decoding; the best LLM row against SASRec
+    for name in rows:
+        other = counterpart(name, names, every_row)
+        if other is not None and other != reference:
+            pairs[f"{name} vs {other}"] = compare_step(results, other, name, force)
+    llm_rows = [r for r in every_row if r not in ("pop", "sasrec")]
+    if "sasrec" in names and llm_rows:
+        metric = lambda row: read_json(results / row / "results.json")["metrics"]["ndcg@10"]  # noqa: E731
+        best = max(llm_rows, key=metric)
+        pairs[f"{best} vs sasrec"] = compare_step(results, "sasrec", best, force)
 
     # A step an earlier invocation did keeps the time it took then (None: not known).
     earlier = out / "summary.json"
@@ -251,8 +160,10 @@ def run_experiment(settings: ExperimentSettings, out_dir: str | Path) -> dict:
         "settings": asdict(settings),
         "data": str(data),
         "reference": reference,
-        "metrics": {n: read_json(results / n / "results.json") for n in names.values()},
+        "metrics": {n: read_json(results / n / "results.json") for n in every_row},
         "comparisons": comparisons,
+        "pairs": pairs,
+        "guidance": guidance,
         "timings_s": timings,
     }
     write_json(out / "summary.json", summary)

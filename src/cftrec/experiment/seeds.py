@@ -8,14 +8,9 @@ from pathlib import Path
 
 from ..errors import CftrecError
 from ..files import read_json, write_json
-from .pipeline import (
-    METRIC_COLUMNS,
-    ExperimentSettings,
-    prepare_data,
-    run_experiment,
-    run_step,
-    working_folder,
-)
+from .pipeline import prepare_data, run_experiment, working_folder
+from .settings import METRIC_COLUMNS, ExperimentSettings
+from .steps import run_step
 from .tables import _difference, _format_p
 
 

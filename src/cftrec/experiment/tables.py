@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .pipeline import METRIC_COLUMNS
+from .settings import METRIC_COLUMNS
 
 
 def _format_p(p: float) -> str:
@@ -33,6 +33,18 @@ def summary_table(summary: dict) -> str:
         else:
             cells.append(_difference(comparison["metrics"].get("ndcg@10")))
         lines.append("| " + " | ".join(cells) + " |")
+    pairs = summary.get("pairs") or {}
+    if pairs:  # cft vs sft under the same guidance and decoding; the best LLM row vs SASRec
+        lines += ["", "| comparison | ndcg@10 (95% CI, p) | hr@10 (95% CI, p) |", "|---|---|---|"]
+        for pair, comparison in pairs.items():
+            cells = [_difference(comparison["metrics"].get(m)) for m in ("ndcg@10", "hr@10")]
+            lines.append(f"| {pair} | {cells[0]} | {cells[1]} |")
+    for name, chosen in (summary.get("guidance") or {}).items():
+        grid = ", ".join(f"{scale}: {value:.4f}" for scale, value in chosen["scores"].items())
+        lines.append(
+            f"\nGuidance scale of {name}+g: {chosen['chosen']:g}, the best {chosen['metric']} "
+            f"on {chosen['validation_users']} validation users ({grid})."
+        )
     return "\n".join(lines)
 
 

@@ -1,0 +1,108 @@
+"""More rows for the LLM runs of an experiment: D3 guidance by the experiment's own SASRec (its
+scale chosen on validation users) and other decodings (wider beams, exact top-K).
+
+Row names: "cft+g" (guided, the suite's beams), "cft@50" / "cft+g@50" (50 beams), "cft exact" /
+"cft+g exact" (exact top-K: no search error). The guidance scale of each LLM run is the one of
+`settings.guidance_scales` with the best validation NDCG@10 on `settings.guidance_valid_users`
+seeded users (beam search as the suite's rows), then used for all its guided rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import CftrecError
+from ..files import read_json
+from .settings import ExperimentSettings
+from .steps import evaluate_step
+
+SELECTION_METRIC = "ndcg@10"
+
+
+def decoding_label(decoding: str) -> str:
+    """ "beam:50" -> "@50", "exact" -> " exact": the suffix of a row decoded that way."""
+    if decoding.startswith("beam:"):
+        return f"@{int(decoding.removeprefix('beam:'))}"
+    if decoding == "exact":
+        return " exact"
+    raise CftrecError(f"unknown extra decoding {decoding!r}; use beam:N or exact")
+
+
+def decoding_args(decoding: str, settings: ExperimentSettings) -> list[str]:
+    if decoding.startswith("beam:"):
+        return ["--decoding", "beam", "--beams", decoding.removeprefix("beam:")]
+    if decoding == "exact":
+        return ["--decoding", "exact"]
+    return ["--decoding", settings.decoding, "--beams", str(settings.beams)]
+
+
+def choose_guidance_scale(
+    settings: ExperimentSettings, data: Path, run: Path, assistant: Path, work: Path, timings
+) -> dict:
+    """Evaluate every scale of the grid on the validation sample; the best NDCG@10 wins (the
+    first of the grid on a tie). -> {"chosen", "scores" (per scale), "validation_users"}."""
+    scores = {}
+    for scale in settings.guidance_scales:
+        out = work / f"scale-{scale:g}"
+        timings[f"select guidance {run.name} {scale:g}"] = evaluate_step(
+            settings, data, run, out,
+            f"Guidance scale {scale:g} for {run.name} on {settings.guidance_valid_users} "
+            "validation users",
+            ["--sample", str(settings.guidance_valid_users),
+             "--sample-seed", str(settings.seed), "--assistant", str(assistant),
+             "--guidance-scale", f"{scale:g}",
+             *decoding_args(settings.decoding, settings)],
+            split="valid",
+        )  # fmt: skip
+        scores[f"{scale:g}"] = read_json(out / "results.json")["metrics"][SELECTION_METRIC]
+    chosen = max(settings.guidance_scales, key=lambda s: scores[f"{s:g}"])
+    return {
+        "chosen": chosen,
+        "metric": SELECTION_METRIC,
+        "scores": scores,
+        "validation_users": settings.guidance_valid_users,
+    }
+
+
+def variant_rows(
+    settings: ExperimentSettings, data: Path, names: dict[str, str], out: Path, timings
+) -> tuple[list[str], dict]:
+    """Evaluate the extra rows into out/results/ROW; -> (row names, the chosen guidance per LLM
+    run)."""
+    runs, results = out / "runs", out / "results"
+    llm_rows = [names[m] for m in ("sft", "cft") if m in names]
+    guided = settings.guided and bool(llm_rows)
+    if guided and "sasrec" not in names:
+        raise CftrecError("guided rows need the experiment's SASRec run: add 'sasrec' to methods")
+    rows, guidance = [], {}
+    for name in llm_rows:
+        variants = [(name, [])]
+        if guided:
+            guidance[name] = choose_guidance_scale(
+                settings, data, runs / name, runs / names["sasrec"],
+                out / "guidance-selection" / name, timings,
+            )  # fmt: skip
+            guided_args = ["--assistant", str(runs / names["sasrec"]),
+                           "--guidance-scale", f"{guidance[name]['chosen']:g}"]  # fmt: skip
+            variants.append((f"{name}+g", guided_args))
+        for base, extra in variants:
+            decodings = [None] if base != name else []
+            decodings += list(settings.extra_decodings)
+            for decoding in decodings:
+                row = base + (decoding_label(decoding) if decoding else "")
+                timings[f"evaluate {row}"] = evaluate_step(
+                    settings, data, runs / name, results / row,
+                    f"Evaluate {row} on the test cases",
+                    [*extra, *decoding_args(decoding or settings.decoding, settings)],
+                )  # fmt: skip
+                rows.append(row)
+    return rows, guidance
+
+
+def counterpart(row: str, names: dict[str, str], rows: list[str]) -> str | None:
+    """The sft row a cft row is compared with: the same guidance and decoding."""
+    cft, sft = names.get("cft"), names.get("sft")
+    if cft is None or sft is None or not row.startswith(cft):
+        return None
+    other = sft + row.removeprefix(cft)
+    return other if other in rows else None

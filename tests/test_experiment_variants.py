@@ -1,0 +1,91 @@
+"""The accuracy suite's extra rows (guided by the suite's SASRec, wider beams, exact decoding):
+which commands run, which guidance scale is chosen on validation users, how rows pair up.
+The cftrec commands are recorded instead of run; evaluations "score" from a table here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cftrec.errors import CftrecError
+from cftrec.experiment import steps
+from cftrec.experiment.settings import ExperimentSettings
+from cftrec.experiment.variants import counterpart, variant_rows
+
+# validation NDCG@10 per (run, guidance scale): cft peaks at 0.5, sft ties at 1.0 and 0.25
+VALIDATION = {("cft", "1"): 0.01, ("cft", "0.5"): 0.03, ("cft", "0.25"): 0.02,
+              ("sft", "1"): 0.02, ("sft", "0.5"): 0.01, ("sft", "0.25"): 0.02}  # fmt: skip
+
+
+@pytest.fixture
+def commands(monkeypatch):
+    """Every cftrec command the variants run; an evaluation writes results.json."""
+    seen: list[list[str]] = []
+
+    def fake_run_step(title, args, output=None, force=False, launcher=()):
+        seen.append(args)
+        if args[0] == "evaluate":
+            option = {a: args[i + 1] for i, a in enumerate(args[:-1]) if a.startswith("--")}
+            run = Path(option["--run"]).name
+            scale = option.get("--guidance-scale", "1")
+            ndcg = VALIDATION[(run, scale)] if option["--split"] == "valid" else 0.5
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(json.dumps({"metrics": {"ndcg@10": ndcg}}))
+        return 1.0
+
+    monkeypatch.setattr(steps, "run_step", fake_run_step)
+    return seen
+
+
+def settings(**changes) -> ExperimentSettings:
+    return ExperimentSettings(
+        guided=True, guidance_scales=(1.0, 0.5, 0.25), guidance_valid_users=30,
+        extra_decodings=("beam:50", "exact"), seed=3, **changes,
+    )  # fmt: skip
+
+
+NAMES = {"pop": "pop", "sasrec": "sasrec", "sft": "sft", "cft": "cft"}
+
+
+def test_scales_are_chosen_on_validation_users_and_every_row_is_evaluated(tmp_path, commands):
+    rows, guidance = variant_rows(settings(), tmp_path / "data", NAMES, tmp_path, {})
+    assert guidance["cft"]["chosen"] == 0.5
+    assert guidance["sft"]["chosen"] == 1.0  # a tie: the first of the grid
+    assert guidance["cft"]["scores"] == {"1": 0.01, "0.5": 0.03, "0.25": 0.02}
+    assert rows == [
+        "sft@50", "sft exact", "sft+g", "sft+g@50", "sft+g exact",
+        "cft@50", "cft exact", "cft+g", "cft+g@50", "cft+g exact",
+    ]  # fmt: skip
+    selection = [c for c in commands if "valid" in c]
+    assert len(selection) == 6
+    for command in selection:  # the validation sample, seeded like the run
+        assert command[command.index("--sample") + 1] == "30"
+        assert command[command.index("--sample-seed") + 1] == "3"
+        assert command[command.index("--beams") + 1] == "10"  # the suite's own beams
+    tests = {c[-1]: c for c in commands if "valid" not in c}
+    guided_exact = tests[str(tmp_path / "results" / "cft+g exact")]
+    assert guided_exact[guided_exact.index("--guidance-scale") + 1] == "0.5"
+    assert guided_exact[guided_exact.index("--assistant") + 1] == str(tmp_path / "runs" / "sasrec")
+    assert (
+        "--beams" not in guided_exact
+        and guided_exact[guided_exact.index("--decoding") + 1] == "exact"
+    )
+    wide = tests[str(tmp_path / "results" / "sft@50")]
+    assert wide[wide.index("--beams") + 1] == "50" and "--assistant" not in wide
+
+
+def test_guided_rows_need_the_suites_sasrec(tmp_path, commands):
+    names = {"pop": "pop", "sft": "sft", "cft": "cft"}
+    with pytest.raises(CftrecError, match="add 'sasrec'"):
+        variant_rows(settings(), tmp_path, names, tmp_path, {})
+
+
+def test_cft_rows_pair_with_the_sft_row_of_the_same_guidance_and_decoding():
+    rows = ["sft", "cft", "sft+g", "cft+g", "cft exact", "sasrec"]
+    assert counterpart("cft+g", NAMES, rows) == "sft+g"
+    assert counterpart("cft exact", NAMES, rows) is None  # no "sft exact" row
+    assert counterpart("sft+g", NAMES, rows) is None
+    sweep = {"sft": "sft", "cft": "cft-a0.2"}
+    assert counterpart("cft-a0.2+g", sweep, ["sft+g", "cft-a0.2+g"]) == "sft+g"
