@@ -19,6 +19,7 @@ Users come in batches with prompts of different lengths (left padding).
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -131,3 +132,22 @@ def test_token_level_search_equals_generate_where_eos_competes(tokenizer, seed):
             reference = reference_beam_search(model, prompt, responses, eos, width)
             assert_same_lists(hf[b], reference, f"seed {seed}, {width} beams: generate vs plain")
     assert competing > 0  # titles found at nodes where EOS and longer titles compete
+
+
+def test_more_beams_than_titles_find_every_title_once(tokenizer):
+    """W above the number of titles: every title once, the rest of the W places empty (-1,
+    -inf), where generate fills them with placeholders."""
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    model = sharp_llama(tokenizer, 5)
+    responses = random_token_trie(5, eos)[:4]
+    prompts = [[301, 302, 303], [404] * 11]
+    width = 6
+    hf = generate_with_trie(model, prompts, responses, width, pad, eos)
+    picked, scores = constrained_beam_search(model, prompts, TitleTrie(responses), width, pad)
+    for b in range(len(prompts)):
+        assert sorted(picked[b, :4].tolist()) == [0, 1, 2, 3]
+        assert picked[b, 4:].tolist() == [-1, -1] and scores[b, 4:].tolist() == [-math.inf] * 2
+        got = list(zip(picked[b, :4].tolist(), scores[b, :4].tolist(), strict=True))
+        assert_same_lists(got, hf[b], f"prompt {b} vs generate")
+        reference = reference_beam_search(model, prompts[b], responses, eos, width)
+        assert_same_lists(got, reference, f"prompt {b} vs the plain reference")

@@ -220,3 +220,52 @@ def test_zero_and_tiny_probability_titles_count_as_the_clamp(recommender, scale)
         assert [s for _, s in got] == sorted(scores.values(), reverse=True)
         if scale == 0:
             assert {t for t, _ in got[-2:]} == clamped
+
+
+class FixedRowAssistant:
+    def __init__(self, catalog: Catalog, row: list[float]):
+        self.catalog, self.row = catalog, row
+
+    def title_log_probs(self, histories):
+        return torch.tensor([self.row] * len(histories))
+
+
+def test_scales_above_one_keep_beams_that_fell_below_a_finished_title(tokenizer):
+    """Above g = 1 a step can score above 0 (the LLM sure of a token the assistant rules out),
+    so a beam below the best finished title can still overtake it: cftrec runs every beam to
+    its end then. Built so that it happens with one beam: 'Up' finishes first (its EOS
+    outscores the ' ' that continues to 'Up" 2'), then 'Up" 2', which the assistant gives
+    probability 0 while the LLM is sure of its tokens, climbs above it."""
+    titles = ["Up", 'Up" 2', 'Up" 3', "Heat (1995)"]
+    catalog = Catalog([f"i{i}" for i in range(len(titles))], titles)
+    model = make_tiny_llama(tokenizer, seed=0)
+    recommender = LLMRecommender(model, tokenizer, catalog)
+    quote, up, _, space, two, _, eos = recommender.responses[1]
+    assert recommender.responses[1] == [quote, up, quote, space, two, quote, eos]
+    head = torch.nn.Linear(model.config.hidden_size, len(tokenizer), bias=True)
+    with torch.no_grad():  # the model's own logits, plus a context-free preference
+        head.weight = model.lm_head.weight
+        head.bias.zero_()
+        head.bias[[quote, up, two]] = 15.0
+        head.bias[eos] = 5.0
+    model.lm_head = head
+    row = [0.0, -math.inf, -2.0, -1.0]
+    histories, scale = [["i3"], []], 5.0
+    decoded = recommender.decode(
+        histories, k=1, num_beams=1, method="beam",
+        assistant=FixedRowAssistant(catalog, row), guidance_scale=scale,
+    )  # fmt: skip
+    for prompt, recs in zip(recommender.prompts(histories), decoded.recommendations, strict=True):
+        brute = BruteForce(model, prompt, recommender.responses, row, scale)
+        up_score, long_score = brute.title_score(0), brute.title_score(1)
+        ids = recommender.responses[1]
+        llm = token_log_probs(model, prompt, ids)
+        # after ' ' the 'Up" 2' beam scores below the finished 'Up' ...
+        below = sum(brute.step(tuple(ids[:d]), ids[d], llm[d]) for d in range(4))
+        assert below < up_score < long_score  # ... and ends above it
+        # (g = 5 multiplies the float32 error of the LLM's log-probs)
+        assert [(r.title, pytest.approx(r.score, abs=2e-3)) for r in recs] == [
+            ('Up" 2', long_score)
+        ]
+        reference = reference_beam_search(model, prompt, recommender.responses, eos, 1, brute.step)
+        assert [t for t, _ in reference] == [1]
