@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from cftrec import Dataset, Recommender, cft_loss, token_weights
+from cftrec import Dataset, LLMRecommender, cft_loss, token_weights
 
 data_dir, run_dir = sys.argv[1], sys.argv[2]
 
@@ -19,7 +19,7 @@ print(f"user {sample.user_id}: {len(sample.history)} history items, last {histor
 print(f"target: {dataset.catalog.title(sample.target)!r}")
 
 # 2. Recommendations that are always catalogue titles (constrained beam search).
-recommender = Recommender.from_run(run_dir)
+recommender = LLMRecommender.from_run(run_dir)
 for rank, rec in enumerate(recommender.recommend([sample.history], k=5, num_beams=10)[0], 1):
     print(f"{rank}. {rec.title}  (score {rec.score:.2f}, items {', '.join(rec.item_ids)})")
 

@@ -132,7 +132,7 @@ def test_a_report_is_one_self_contained_page_with_every_section(work, tmp_path, 
         low, high = row["ci95"]
         expected = f"{name} {row['a']:.4f} {row['b']:.4f} {row['diff']:+.4f} [{low:+.4f}, {high:+.4f}] {row['p_value']:.4f}"
         assert expected in text
-    assert "@20, @50 not compared" in text  # 4-beam lists decide K <= 3 only
+    assert "@5, @10, @20, @50 not compared" in text  # 4-beam lists decide K <= 3 only
     alts = [image["alt"] for image in page.images]
     assert "training and validation loss of cft" in alts  # from the run's metrics.jsonl
     assert "history reliance per response token" in alts  # diagnose.png
@@ -150,7 +150,8 @@ def test_results_on_other_cases_are_never_compared_pairwise(work, tmp_path, caps
     text = check_page(out).text
     assert "made on 2 different sets of cases" in text
     assert "Nothing to compare: no two results were made on the same cases." in text
-    assert "95% CI" not in text
+    assert "B - A" not in text  # no comparison table
+    assert text.count("reference") >= 2  # each set is its own reference
 
 
 def test_a_missing_run_or_dataset_is_a_marked_note(work, tmp_path, capsys):
@@ -190,6 +191,8 @@ def _broken(folder: Path, problem: str) -> None:
         first = json.loads(lines[0])
         del first["rank"]
         cases.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    elif problem == "corrupt cases.jsonl":
+        cases.write_bytes(b"\xff\xfe\x00garbage\n")
     elif problem == "cases cut short":
         cases.write_text(cases.read_text().splitlines()[0] + "\n")
 
@@ -203,7 +206,8 @@ def _broken(folder: Path, problem: str) -> None:
         ("results.json of a list", "results.json: expected an object of JSON"),
         ("another version's results.json",
          "results.json: no valid 'metrics'; not a `cftrec evaluate` output of this cftrec version"),
-        ("another version's cases", "cases.jsonl: line 1 lacks case_id, history"),
+        ("another version's cases", "cases.jsonl: line 1 lacks rank; not a `cftrec evaluate`"),
+        ("corrupt cases.jsonl", "cases.jsonl: not UTF-8 text"),
         ("cases cut short", "cases.jsonl holds 1 cases, results.json says 12"),
         ("corrupt diagnose", "diagnose.json: missing"),
     ],

@@ -11,11 +11,16 @@ untouched. It never deletes what cftrec did not write:
   replace another cftrec command's output; a folder without the marker is never replaced;
 - temporary folders carry the marker too (with the writer's host and pid): they are removed when
   the command fails or is interrupted, and a later run sweeps those left by a killed process.
+
+A write that fails because the disk is full (whichever library reports it, and however) ends as
+one `DiskFull` line naming the output, the space left and what was needed when known; the
+partial output is removed first, so nothing half-written is left for a later run to trust.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import json
 import os
@@ -30,6 +35,10 @@ from .errors import CftrecError
 
 OUTPUT_MARKER = ".cftrec-output"
 TMP_SUFFIX = ".tmp"
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# how libraries that wrap the OS error in their own type word it (safetensors: "os error 28")
+DISK_FULL_WORDS = ("no space left on device", "disk quota exceeded", "os error 28")
+NEARLY_FULL_BYTES = 1 << 20
 
 
 def _umask() -> int:
@@ -41,6 +50,63 @@ def _umask() -> int:
 # Read once, at import (single-threaded): files made by mkstemp/mkdtemp are private, the
 # files and folders a command writes get the usual permissions instead.
 UMASK = _umask()
+
+
+class DiskFull(CftrecError):
+    """A write that failed because the disk is full: one line naming `where` (a folder or
+    file), the space free now, what the write needed when known (`needed`, a phrase) and what
+    to do (`hint`)."""
+
+    def __init__(self, where: str | Path, needed: str = "", hint: str = "nothing was changed"):
+        self.where, self.needed = Path(where), needed
+        space = f"{format_bytes(free_bytes(where))} free" + (f", {needed}" if needed else "")
+        super().__init__(f"{where}: no space left on device ({space}); {hint}")
+
+
+def format_bytes(size: float) -> str:
+    """1536 -> "1.5 KiB" (as df -h counts)."""
+    units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    power = 0
+    while size >= 1024 and power < len(units) - 1:
+        size /= 1024
+        power += 1
+    return f"{size:.0f} B" if power == 0 else f"{size:.1f} {units[power]}"
+
+
+def free_bytes(path: str | Path) -> int:
+    """Space a write may still use on the file system of `path` (or of its nearest existing
+    folder: a failed write may have removed `path`)."""
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def tree_size(path: str | Path) -> int:
+    """Bytes in the files under `path` (what a partial output took before it failed)."""
+    path = Path(path)
+    files = [path] if path.is_file() else path.rglob("*")
+    return sum(f.stat().st_size for f in files if f.is_file() and not f.is_symlink())
+
+
+def is_disk_full(error: BaseException, path: str | Path) -> bool:
+    """Whether `error`, raised while writing under `path`, means that the disk is full: an
+    ENOSPC (or quota) error anywhere in its chain, by errno or in the words of a library that
+    wraps it (safetensors), or a writer that does not say why (torch.save: "unexpected pos")
+    failing while less than 1 MiB is free. Call it before removing the partial output."""
+    if isinstance(error, DiskFull):
+        return True
+    if not isinstance(error, Exception) or isinstance(error, CftrecError):
+        return False
+    cause, seen = error, set()
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, OSError) and cause.errno in DISK_FULL_ERRNOS:
+            return True
+        if any(words in str(cause).lower() for words in DISK_FULL_WORDS):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return isinstance(error, OSError | RuntimeError) and free_bytes(path) < NEARLY_FULL_BYTES
 
 
 def output_command(folder: str | Path) -> str | None:
@@ -153,11 +219,13 @@ def atomic_directory(
     command: str,
     inputs: Iterable[str | Path | None] = (),
     overwrite: bool = False,
+    needed_bytes: int | None = None,
 ) -> Iterator[Path]:
     """Yield a temporary folder next to `target` (marked as `command`'s); on success it replaces
     `target`. The output policy (`check_output`) is applied on entry and again just before the
     replacement. On any exception or interruption the temporary folder is removed and `target`
-    is left untouched."""
+    is left untouched; a full disk is a DiskFull naming `target` (and `needed_bytes`, what the
+    output takes at least, when the writer knows it)."""
     inputs = tuple(inputs)
     target = check_output(target, command, inputs, overwrite)  # resolved: renames stay valid
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -173,10 +241,14 @@ def atomic_directory(
         if target.exists():
             os.replace(target, backup)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as error:
+        disk_full = is_disk_full(error, tmp)  # judged before the cleanup frees the space
         if backup.exists() and not target.exists():  # stopped between the two renames
             os.replace(backup, target)
         shutil.rmtree(tmp, ignore_errors=True)
+        if disk_full:
+            needed = f"at least {format_bytes(needed_bytes)} needed" if needed_bytes else ""
+            raise DiskFull(target, needed) from error
         raise
     shutil.rmtree(backup, ignore_errors=True)
 
@@ -199,7 +271,8 @@ def check_output_file(
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file and a rename (usual permissions)."""
+    """Write `text` to `path` through a temporary file and a rename (usual permissions); a full
+    disk is a DiskFull naming `path`, which is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
@@ -208,9 +281,12 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             handle.write(text)
         os.chmod(tmp, 0o666 & ~UMASK)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
+        disk_full = is_disk_full(error, tmp)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if disk_full:
+            raise DiskFull(path, f"{format_bytes(len(text.encode()))} needed") from error
         raise
 
 

@@ -15,7 +15,7 @@ def report_command(
     results: Annotated[
         list[Path],
         typer.Argument(
-            metavar="RESULTS_DIR...",
+            metavar="RESULTS_DIR",
             help="Evaluation outputs (`cftrec evaluate -o`); the first of those on the same "
             "cases is the reference the others are compared with.",
             show_default=False,

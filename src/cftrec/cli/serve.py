@@ -40,6 +40,24 @@ def serve_command(
     max_wait_ms: Annotated[
         float, typer.Option(min=0, help="Longest a request waits for its batch to fill.")
     ] = 5.0,
+    max_queue: Annotated[
+        int,
+        typer.Option(min=1, help="Most histories waiting for decoding; more get 503 at once."),
+    ] = 64,
+    queue_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.001,
+            help="Seconds a request may wait for its decoding to start (else 503 + Retry-After).",
+        ),
+    ] = 10.0,
+    request_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.001,
+            help="Seconds from arrival to answer (else 504); at least --queue-timeout.",
+        ),
+    ] = 60.0,
     max_k: Annotated[int, typer.Option(min=1, help="Largest k a request may ask for.")] = 50,
     max_history_entries: Annotated[
         int, typer.Option(min=1, help="Longest history a request may send.")
@@ -66,7 +84,8 @@ def serve_command(
 ) -> None:
     """Serve a run over HTTP: POST /recommend, POST /recommend/batch, GET /items, GET /health,
     POST /items and DELETE /items/{item_id} (catalogue changes, LLM runs), docs at /docs.
-    Concurrent requests are micro-batched; SIGTERM drains in-flight requests."""
+    Concurrent requests are micro-batched in a bounded queue (503 + Retry-After when full or
+    too slow to start, 504 past the request timeout); SIGTERM drains in-flight requests."""
     import os
 
     from ..serving.app import API_KEY_ENV, serve
@@ -79,7 +98,8 @@ def serve_command(
         graceful_timeout_s=graceful_timeout, log_level=log_level,
         decoding={"method": decoding, "num_beams": resolve_beams(decoding, beams)}, dtype=dtype,
         exclude_history=not keep_history,
-        max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_k=max_k,
+        max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_queue=max_queue,
+        queue_timeout_s=queue_timeout, request_timeout_s=request_timeout, max_k=max_k,
         max_history_entries=max_history_entries, max_body_bytes=max_body_bytes,
         body_timeout_s=body_timeout,
     )  # fmt: skip

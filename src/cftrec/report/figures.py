@@ -27,7 +27,7 @@ def svg_data_uri(figure) -> str:
     import matplotlib
 
     buffer = io.BytesIO()
-    with matplotlib.rc_context({"svg.hashsalt": "cftrec", "font.size": 10}):
+    with matplotlib.rc_context({"svg.hashsalt": "cftrec"}):
         figure.savefig(buffer, format="svg", metadata={"Date": None})
     return "data:image/svg+xml;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
@@ -76,8 +76,10 @@ def breakdown_bars(split: Breakdown, metric: str, xlabel: str, colour: dict[str,
         xs = [b + (number - (len(labels) - 1) / 2) * width for b in range(len(split.buckets))]
         heights = [row[bucket][index] if bucket in row else 0.0 for bucket in split.buckets]
         ax.bar(xs, heights, width, label=label, color=colour[label])
-    first = split.values[labels[0]] if labels else {}
-    ticks = [f"{b}\n({first[b][0]} cases)" if b in first else b for b in split.buckets]
+    ticks = []
+    for bucket in split.buckets:  # the number of cases, where every result has the same
+        counts = {row.get(bucket, (0,))[0] for row in split.values.values()}
+        ticks.append(f"{bucket}\n({counts.pop()} cases)" if len(counts) == 1 else bucket)
     ax.set_xticks(range(len(split.buckets)), ticks, fontsize=8)
     ax.set(xlabel=xlabel, ylabel=f"{metric}@{split.cutoff}")
     ax.set_title(f"{metric}@{split.cutoff} by {xlabel}")
@@ -99,10 +101,24 @@ def popularity_distribution(
     top = max([v.max() for v in values.values() if v.size] + [target_values.max(initial=1.0)])
     bins = np.linspace(0, max(top, 1e-6), 26)
     for label, data in values.items():
-        ax.hist(data, bins=bins, density=True, histtype="step", linewidth=1.6, label=label,
-                color=colour[label])  # fmt: skip
-    ax.hist(target_values, bins=bins, density=True, histtype="stepfilled", alpha=0.2,
-            color="grey", label="test targets")  # fmt: skip
+        ax.hist(
+            data,
+            bins=bins,
+            density=True,
+            histtype="step",
+            linewidth=1.6,
+            label=label,
+            color=colour[label],
+        )
+    ax.hist(
+        target_values,
+        bins=bins,
+        density=True,
+        histtype="stepfilled",
+        alpha=0.2,
+        color="grey",
+        label="test targets",
+    )
     ax.set(xlabel="log10(1 + train interactions of the title)", ylabel="density")
     ax.set_title("Popularity of the top-10 recommendations")
     ax.legend(fontsize=8)
@@ -113,18 +129,26 @@ def training_curves(label: str, log: list[dict]) -> str:
     """An LLM run's metrics.jsonl: training loss and its CFT terms (rec, cf) per step, and the
     validation loss (the recommendation loss on the validation samples)."""
     figure, ax = _figure()
-    series = {"training loss": "loss", "rec (recommendation term)": "rec",
-              "cf (counterfactual term)": "cf"}  # fmt: skip
+    series = {
+        "training loss": "loss",
+        "rec (recommendation term)": "rec",
+        "cf (counterfactual term)": "cf",
+    }
+    if not any(line.get("cf") for line in log):
+        series = {"training loss": "loss"}  # sft: the loss is its recommendation term alone
     for name, key in series.items():
         points = [(line["step"], line[key]) for line in log if key in line and "step" in line]
-        if key == "cf" and not any(value for _, value in points):
-            continue  # sft: no counterfactual term
         if points:
             ax.plot(*zip(*points, strict=True), label=name, linewidth=1.4)
     validation = [(line["step"], line["eval_loss"]) for line in log if "eval_loss" in line]
     if validation:
-        ax.plot(*zip(*validation, strict=True), marker="o", linestyle="--", color="black",
-                label="validation loss")  # fmt: skip
+        ax.plot(
+            *zip(*validation, strict=True),
+            marker="o",
+            linestyle="--",
+            color="black",
+            label="validation loss",
+        )
     ax.set(xlabel="optimizer step", ylabel="loss", title=label)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

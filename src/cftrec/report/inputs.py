@@ -14,12 +14,19 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CftrecError
-from ..evaluation.report import RESULTS_FILE, read_results
+from ..evaluation.report import CASES_FILE, RESULTS_FILE, read_results
 from ..files import read_json
 
 # What the report uses of results.json and of each cases.jsonl record (evaluate.py writes them)
-RESULTS_KEYS = {"name": str, "metrics": dict, "num_cases": int, "data": dict, "run": dict,
-                "coverage@10": (int, float), "mean_popularity@10": (int, float)}  # fmt: skip
+RESULTS_KEYS = {
+    "name": str,
+    "metrics": dict,
+    "num_cases": int,
+    "data": dict,
+    "run": dict,
+    "coverage@10": (int, float),
+    "mean_popularity@10": (int, float),
+}
 DATA_KEYS = ("path", "fingerprint", "split")
 RUN_KEYS = ("path", "kind")
 CASE_KEYS = ("case_id", "history", "target_title", "titles", "rank")
@@ -64,7 +71,10 @@ def read_result_folder(folder: str | Path) -> ResultFolder:
     folder = Path(folder)
     if not folder.is_dir():
         raise CftrecError(f"{folder}: not a folder (give the output folder of `cftrec evaluate`)")
-    results, cases = read_results(folder)  # CftrecError for missing files and bad JSON
+    try:
+        results, cases = read_results(folder)  # CftrecError for missing files and bad JSON
+    except UnicodeDecodeError:
+        raise CftrecError(f"{folder / CASES_FILE}: not UTF-8 text (a corrupt file)") from None
     results_path = folder / RESULTS_FILE
     if not isinstance(results, dict):
         raise CftrecError(f"{results_path}: expected an object of JSON")
@@ -76,9 +86,10 @@ def read_result_folder(folder: str | Path) -> ResultFolder:
         if missing:
             raise _version_problem(results_path, f"'{section}' lacks {', '.join(missing)}")
     for number, case in enumerate(cases, start=1):
-        if not isinstance(case, dict) or any(key not in case for key in CASE_KEYS):
-            cases_path = folder / "cases.jsonl"
-            raise _version_problem(cases_path, f"line {number} lacks {', '.join(CASE_KEYS)}")
+        missing = [key for key in CASE_KEYS if key not in case] if isinstance(case, dict) else []
+        if missing or not isinstance(case, dict):
+            problem = f"lacks {', '.join(missing)}" if missing else "is not an object"
+            raise _version_problem(folder / CASES_FILE, f"line {number} {problem}")
     if len(cases) != results["num_cases"]:
         raise CftrecError(
             f"{folder}: cases.jsonl holds {len(cases)} cases, results.json says "

@@ -32,7 +32,8 @@ th { background: var(--back); font-weight: 600; }
 th:first-child, td:first-child { text-align: left; }
 td.text { text-align: left; white-space: normal; min-width: 12rem; }
 .significant { font-weight: 700; }
-.grid { display: grid; gap: 1rem; grid-template-columns: repeat(auto-fit, minmax(min(100%, 26rem), 1fr)); }
+.grid { display: grid; gap: 1rem;
+        grid-template-columns: repeat(auto-fit, minmax(min(100%, 26rem), 1fr)); }
 figure { margin: 0; }
 img { display: block; max-width: 100%; height: auto; margin: 0 auto; }
 .note { background: var(--warn); border-left: 4px solid var(--warn-edge); padding: .5rem .75rem;
@@ -67,8 +68,11 @@ def table(
     for r, row in enumerate(rows):
         cells = []
         for c, cell in enumerate(row):
-            classes = [name for name, on in (("text", c in text_columns),
-                                             ("significant", (r, c) in bold)) if on]  # fmt: skip
+            classes = [
+                name
+                for name, on in (("text", c in text_columns), ("significant", (r, c) in bold))
+                if on
+            ]
             attribute = f" class='{' '.join(classes)}'" if classes else ""
             cells.append(f"<td{attribute}>{escape(str(cell))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
@@ -124,5 +128,6 @@ def page(title: str, subtitle: str, sections: Sequence[tuple[str, str, str]]) ->
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
         f"<title>{escape(title)}</title><style>{STYLE}</style></head>"
         f"<body><main><header><h1>{escape(title)}</h1>{paragraph(subtitle, muted=True)}"
-        f"<nav aria-label='contents'><ul>{contents}</ul></nav></header>{body}</main></body></html>\n"
+        f"<nav aria-label='contents'><ul>{contents}</ul></nav></header>{body}</main>"
+        "</body></html>\n"
     )

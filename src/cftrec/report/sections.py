@@ -18,6 +18,7 @@ from .inputs import Diagnosis, ResultFolder
 from .page import card, definitions, details, grid, image, note, paragraph, table
 
 HEADLINE_METRICS = ("ndcg@5", "ndcg@10", "hr@5", "hr@10")
+HEADLINE_DIFFERENCE = "ndcg@10"  # the results table's paired difference to the reference
 SIGNIFICANCE = 0.05  # p-values below it are shown in bold
 Section = tuple[str, str, str]
 
@@ -29,39 +30,79 @@ def _value(results: dict, name: str) -> str:
 def results_section(folders: list[ResultFolder], groups: list[CaseGroup]) -> Section:
     """The headline table, then what the reader must know before comparing rows."""
     several = len(groups) > 1
-    group_of = {id(f): g.letter for g in groups for f in g.members}
-    headers = ["result", *(["cases set"] if several else []), "run", "cases",
-               *HEADLINE_METRICS, "coverage@10", "mean pop@10", "invalid rate"]  # fmt: skip
+    letter = {folder.label: group.letter for group in groups for folder in group.members}
+    versus = {group.members[0].label: "reference" for group in groups}
+    versus |= {
+        other.label: _difference(comparison["metrics"].get(HEADLINE_DIFFERENCE))
+        for group in groups
+        for other, comparison in group.comparisons
+    }
+    headers = [
+        "result",
+        "cases set",
+        "run",
+        "cases",
+        *HEADLINE_METRICS,
+        "coverage@10",
+        "mean pop@10",
+        "invalid rate",
+        f"{HEADLINE_DIFFERENCE} vs reference (95% CI, p)",
+    ]
     rows = []
     for folder in folders:
         results = folder.results
-        rows.append([
-            folder.label, *([group_of[id(folder)]] if several else []),
-            results["run"]["kind"] + (f" ({folder.run_info['method']})"
-                                      if folder.run_info and "method" in folder.run_info else ""),
-            str(results["num_cases"]), *(_value(results, m) for m in HEADLINE_METRICS),
-            f"{results['coverage@10']:.3f}", f"{results['mean_popularity@10']:.1f}",
-            f"{results.get('invalid_rate', 0.0):.4f}",
-        ])  # fmt: skip
-    html = table(headers, rows, "Full ranking over the distinct titles; n/a: the lists are "
-                 "too short to decide that cutoff.")  # fmt: skip
+        rows.append(
+            [
+                folder.label,
+                letter[folder.label],
+                _run_kind(folder),
+                str(results["num_cases"]),
+                *(_value(results, m) for m in HEADLINE_METRICS),
+                f"{results['coverage@10']:.3f}",
+                f"{results['mean_popularity@10']:.1f}",
+                f"{results.get('invalid_rate', 0.0):.4f}",
+                versus[folder.label],
+            ]
+        )
+    if not several:  # one set of cases: no column to tell sets apart
+        headers.pop(1)
+        rows = [row[:1] + row[2:] for row in rows]
+    caption = (
+        "Full ranking over the distinct titles; n/a: the lists are too short to decide K. The "
+        "reference of each result is the first result given on the same cases."
+    )
+    html = table(headers, rows, caption)
     if several:
-        listed = "; ".join(
-            f"{g.letter}: {', '.join(f.label for f in g.members)} (data "
-            f"{g.members[0].results['data']['fingerprint']}, {g.members[0].results['data']['split']}"
-            f", {g.members[0].results['num_cases']} cases)"
-            for g in groups
+        sets = "; ".join(f"{group.letter}: {_case_set(group)}" for group in groups)
+        warning = (
+            f"These results were made on {len(groups)} different sets of cases (other data, "
+            f"split, cases or protocol); they are compared pairwise only within a set. {sets}."
         )
-        html = (
-            note(
-                f"These results were made on {len(groups)} different sets of cases (other data, "
-                f"split, cases or protocol): they are compared pairwise only within a set. {listed}."
-            )
-            + html
-        )
+        html = note(warning) + html
     for folder in folders:
         html += "".join(note(f"{folder.label}: {text}") for text in folder.notes)
     return "results", "Results", html
+
+
+def _difference(row: dict | None) -> str:
+    """B - A [95% CI], p of one metric; n/a where it was not compared (lists too short)."""
+    if row is None:
+        return "n/a"
+    low, high = row["ci95"]
+    return f"{row['diff']:+.4f} [{low:+.4f}, {high:+.4f}], p={row['p_value']:.3f}"
+
+
+def _run_kind(folder: ResultFolder) -> str:
+    method = (folder.run_info or {}).get("method")
+    kind = folder.results["run"]["kind"]
+    return f"{kind} ({method})" if method else kind
+
+
+def _case_set(group: CaseGroup) -> str:
+    first = group.members[0].results
+    data = first["data"]
+    names = ", ".join(folder.label for folder in group.members)
+    return f"{names} (data {data['fingerprint']}, {data['split']}, {first['num_cases']} cases)"
 
 
 def comparison_section(groups: list[CaseGroup]) -> Section:
@@ -111,32 +152,49 @@ def cutoff_section(folders: list[ResultFolder], colour: dict[str, str]) -> Secti
     plots = []
     for metric, label in (("ndcg", "NDCG"), ("hr", "HR")):
         curves = {
-            f.label: {k: f.results["metrics"][f"{metric}@{k}"] for k in available_cutoffs(f.results)
-                      if f"{metric}@{k}" in f.results["metrics"]}
+            f.label: {
+                k: f.results["metrics"][f"{metric}@{k}"]
+                for k in available_cutoffs(f.results)
+                if f"{metric}@{k}" in f.results["metrics"]
+            }
             for f in folders
-        }  # fmt: skip
-        plots.append(image(figures.metric_at_cutoffs(label, curves, colour),
-                           f"{label}@K against K for each result"))  # fmt: skip
+        }
+        plots.append(
+            image(
+                figures.metric_at_cutoffs(label, curves, colour),
+                f"{label}@K against K for each result",
+            )
+        )
     return "cutoffs", "NDCG@K and HR@K against K", grid(plots)
 
 
 def _breakdown_html(split: Breakdown, xlabel: str, colour: dict[str, str]) -> str:
-    plots = [image(figures.breakdown_bars(split, metric, xlabel, colour),
-                   f"{metric}@{split.cutoff} by {xlabel} for each result")
-             for metric in ("NDCG", "HR")]  # fmt: skip
+    plots = [
+        image(
+            figures.breakdown_bars(split, metric, xlabel, colour),
+            f"{metric}@{split.cutoff} by {xlabel} for each result",
+        )
+        for metric in ("NDCG", "HR")
+    ]
     rows = [
-        [bucket, label, str(values[bucket][0]), f"{values[bucket][1]:.4f}",
-         f"{values[bucket][2]:.4f}"]
-        for bucket in split.buckets for label, values in split.values.items() if bucket in values
-    ]  # fmt: skip
+        [
+            bucket,
+            label,
+            str(values[bucket][0]),
+            f"{values[bucket][1]:.4f}",
+            f"{values[bucket][2]:.4f}",
+        ]
+        for bucket in split.buckets
+        for label, values in split.values.items()
+        if bucket in values
+    ]
     headers = [xlabel, "result", "cases", f"NDCG@{split.cutoff}", f"HR@{split.cutoff}"]
     return grid(plots) + details("the values", table(headers, rows))
 
 
 def history_section(folders: list[ResultFolder], colour: dict[str, str]) -> Section:
     split = breakdown(folders, history_bucket)
-    intro = paragraph("Cases grouped by the number of history items their prompt held.",
-                      muted=True)  # fmt: skip
+    intro = paragraph("Cases grouped by the number of history items their prompt held.", muted=True)
     return "history", "By history length", intro + _breakdown_html(split, "history length", colour)
 
 
@@ -144,12 +202,17 @@ def popularity_bucket_section(
     folders: list[ResultFolder], popularity: dict[str, dict], colour: dict[str, str]
 ) -> Section:
     split = breakdown(folders, popularity_bucket, popularity)
-    html = paragraph("Cases grouped by how often their target title occurs in the training "
-                     "interactions (powers of ten).", muted=True)  # fmt: skip
+    html = paragraph(
+        "Cases grouped by how often their target title occurs in the training "
+        "interactions (powers of ten).",
+        muted=True,
+    )
     missing = [f.label for f in folders if f.label not in split.values]
     if missing:
-        html += note(f"Not shown for {', '.join(missing)}: the dataset was not found (see the "
-                     "notes under Results).")  # fmt: skip
+        html += note(
+            f"Not shown for {', '.join(missing)}: the dataset was not found (see the "
+            "notes under Results)."
+        )
     if split.values:
         html += _breakdown_html(split, "target popularity", colour)
     return "target-popularity", "By target popularity", html
@@ -158,21 +221,34 @@ def popularity_bucket_section(
 def recommended_popularity_section(
     folders: list[ResultFolder], popularity: dict[str, dict], colour: dict[str, str]
 ) -> Section:
-    rows = [[f.label, f"{f.results['coverage@10']:.3f}", f"{f.results['mean_popularity@10']:.1f}",
-             _mean(f.results.get("mean_popularity_history")),
-             _mean(f.results.get("mean_popularity_target"))] for f in folders]  # fmt: skip
-    html = table(["result", "coverage@10", "mean pop@10", "mean pop of histories",
-                  "mean pop of targets"], rows,
-                 "pop: train interactions of a title; coverage: share of the distinct titles "
-                 "recommended in some top 10.")  # fmt: skip
+    rows = [
+        [
+            f.label,
+            f"{f.results['coverage@10']:.3f}",
+            f"{f.results['mean_popularity@10']:.1f}",
+            _mean(f.results.get("mean_popularity_history")),
+            _mean(f.results.get("mean_popularity_target")),
+        ]
+        for f in folders
+    ]
+    html = table(
+        ["result", "coverage@10", "mean pop@10", "mean pop of histories", "mean pop of targets"],
+        rows,
+        "pop: train interactions of a title; coverage: share of the distinct titles "
+        "recommended in some top 10.",
+    )
     plots = []
     for fingerprint, counts in popularity.items():
         members = [f for f in folders if f.results["data"]["fingerprint"] == fingerprint]
         recommended = {f.label: recommended_popularity(f, counts) for f in members}
         targets = [counts.get(c["target_title"], 0) for c in members[0].cases]
-        plots.append(image(figures.popularity_distribution(recommended, targets, colour),
-                           "popularity of the recommended titles for each result",
-                           f"data {fingerprint}" if len(popularity) > 1 else ""))  # fmt: skip
+        plots.append(
+            image(
+                figures.popularity_distribution(recommended, targets, colour),
+                "popularity of the recommended titles for each result",
+                f"data {fingerprint}" if len(popularity) > 1 else "",
+            )
+        )
     return "recommended-popularity", "Popularity of recommendations", html + grid(plots)
 
 
@@ -185,14 +261,19 @@ def training_section(folders: list[ResultFolder]) -> Section:
     for folder in folders:
         if folder.training_log:
             method = (folder.run_info or {}).get("method", "llm")
-            plots.append(image(figures.training_curves(f"{folder.label} ({method})",
-                                                       folder.training_log),
-                               f"training and validation loss of {folder.label}"))  # fmt: skip
+            plots.append(
+                image(
+                    figures.training_curves(f"{folder.label} ({method})", folder.training_log),
+                    f"training and validation loss of {folder.label}",
+                )
+            )
         elif folder.results["run"]["kind"] == "llm":
             notes.append(note(f"{folder.label}: no training log (see the notes under Results)."))
-    html = paragraph("From each LLM run's metrics.jsonl: the training loss, its recommendation "
-                     "(rec) and counterfactual (cf) terms, and the validation loss.",
-                     muted=True)  # fmt: skip
+    html = paragraph(
+        "From each LLM run's metrics.jsonl: the training loss, its recommendation "
+        "(rec) and counterfactual (cf) terms, and the validation loss.",
+        muted=True,
+    )
     if not plots and not notes:
         html += paragraph("No LLM run among these results: baselines keep no loss curve.")
     return "training", "Training curves", html + "".join(notes) + grid(plots)
@@ -202,20 +283,40 @@ def diagnose_section(diagnoses: list[Diagnosis]) -> Section:
     parts = []
     for diagnosis in diagnoses:
         result = diagnosis.result
-        rows = [[run["run"], str(run["cases"]), f"{run['mean_kl']:.4f}",
-                 f"{run['mean_effect']:+.4f}", f"{run['top1_changed']:.1%}"]
-                for run in result["runs"]]  # fmt: skip
-        parts.append(table(["run", "cases", "mean KL", "mean effect", "top-1 changes"], rows,
-                           f"{diagnosis.path}: split {result.get('split', '?')}"))  # fmt: skip
+        rows = [
+            [
+                run["run"],
+                str(run["cases"]),
+                f"{run['mean_kl']:.4f}",
+                f"{run['mean_effect']:+.4f}",
+                f"{run['top1_changed']:.1%}",
+            ]
+            for run in result["runs"]
+        ]
+        parts.append(
+            table(
+                ["run", "cases", "mean KL", "mean effect", "top-1 changes"],
+                rows,
+                f"{diagnosis.path}: split {result.get('split', '?')}",
+            )
+        )
         if diagnosis.plot is None:
             parts.append(note(f"{diagnosis.path}: no diagnose.png to show."))
         else:
-            parts.append(image(figures.png_data_uri(diagnosis.plot),
-                               "history reliance per response token", "from cftrec diagnose"))  # fmt: skip
-    intro = paragraph("How much each response token depends on the history: KL between the "
-                      "next-token distributions with and without the history, the causal effect "
-                      "on the true token, and how often the top recommendation changes without "
-                      "the history.", muted=True)  # fmt: skip
+            parts.append(
+                image(
+                    figures.png_data_uri(diagnosis.plot),
+                    "history reliance per response token",
+                    "from cftrec diagnose",
+                )
+            )
+    intro = paragraph(
+        "How much each response token depends on the history: KL between the "
+        "next-token distributions with and without the history, the causal effect "
+        "on the true token, and how often the top recommendation changes without "
+        "the history.",
+        muted=True,
+    )
     return "diagnose", "History reliance (diagnose)", intro + "".join(parts)
 
 
@@ -234,8 +335,11 @@ def provenance_section(folders: list[ResultFolder]) -> Section:
             ("evaluation", ", ".join(f"{k}={v}" for k, v in settings.items() if v is not None)),
             ("run", f"{results['run']['path']} ({results['run']['kind']})"),
         ]
-        training = {k: info[k] for k in ("method", "base_model", "alpha", "beta", "weighting",
-                                         "seed") if k in info}  # fmt: skip
+        training = {
+            k: info[k]
+            for k in ("method", "base_model", "alpha", "beta", "weighting", "seed")
+            if k in info
+        }
         if info.get("lora"):
             training["lora_r"] = info["lora"].get("r")
         summary = info.get("summary") or {}

@@ -66,17 +66,30 @@ def save_llm_run(
 
     info = {"kind": "llm", **info}
     run_dir = Path(run_dir)
+    adapter_only = bool(info.get("lora"))
     # The checkpoints folder lives inside RUN while training; the finished run replaces it.
-    with atomic_directory(run_dir, TRAIN_COMMAND) as tmp:
+    with atomic_directory(
+        run_dir, TRAIN_COMMAND, needed_bytes=weights_bytes(model, adapter_only)
+    ) as tmp:
         write_run_info(tmp, info, dataset)
         (tmp / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         tokenizer.save_pretrained(tmp / TOKENIZER_DIR)
-        weights = ADAPTER_DIR if info.get("lora") else MODEL_DIR
+        weights = ADAPTER_DIR if adapter_only else MODEL_DIR
         model.save_pretrained(tmp / weights, safe_serialization=True)
         with open(tmp / METRICS_FILE, "w", encoding="utf-8") as handle:
             for line in metrics:
                 handle.write(json.dumps(line) + "\n")
     return run_dir
+
+
+def weights_bytes(model, adapter_only: bool) -> int:
+    """About what save_pretrained writes: every parameter, or the trainable ones (a LoRA
+    adapter). A full disk is reported with it."""
+    return sum(
+        p.numel() * p.element_size()
+        for p in model.parameters()
+        if p.requires_grad or not adapter_only
+    )
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:

@@ -7,7 +7,8 @@ guard and the endpoints together; `serve` runs it with uvicorn.
     GET    /items?query=...  title search -> {"items": [{"title", "item_ids"}]}
     POST   /items            {"items": [{"item_id", "title"}, ...]}: new items (LLM runs)
     DELETE /items/{item_id}  stop recommending an item (LLM runs)
-    GET    /health           model, data fingerprint, catalogue, uptime, batching (no key needed)
+    GET    /health           model, data fingerprint, catalogue, uptime, batching and queue
+                             (no key needed)
     GET    /docs             OpenAPI documentation
 
 The model is loaded once. Concurrent requests are queued and run together as one
@@ -16,6 +17,14 @@ to fill) in a single inference thread, so the event loop keeps accepting request
 Catalogue changes run in that same thread, between two batches, so a batch never sees a
 catalogue change halfway and a request sent after a change returned sees it. Histories are
 checked (and suggestions for unknown entries found) in worker threads, off the event loop.
+
+Backpressure: at most `max_queue` histories wait for decoding; a request that finds no room
+for its histories, or whose histories have not started decoding `queue_timeout_s` after they
+arrived, gets 503 with a Retry-After header (seconds until the queue has likely drained) and is
+never decoded. One not answered `request_timeout_s` after it arrived gets 504; a batch cannot
+be stopped mid-decoding, so it runs to the end and the late request's result is dropped. A
+catalogue change that cannot be saved beside the run (disk full, not writable) gets 507 and
+changes nothing.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ from fastapi.responses import JSONResponse, Response
 
 from .. import __version__
 from ..errors import CftrecError
-from .batcher import MicroBatcher
+from .batcher import DeadlineExceeded, MicroBatcher, Overloaded
 from .guard import API_KEY_ENV, RequestGuard, check_auth
 from .routes import CLIENT_CLOSED, MAX_PROBLEMS, ClientGone, api_router
 from .schemas import RequestLimits
@@ -68,12 +77,24 @@ async def _client_gone(_request, _error: ClientGone) -> Response:
     return Response(status_code=CLIENT_CLOSED)
 
 
+async def _overloaded(_request, error: Overloaded) -> SafeJSONResponse:
+    headers = {"Retry-After": str(error.retry_after_s)}
+    return SafeJSONResponse({"detail": str(error)}, status_code=503, headers=headers)
+
+
+async def _deadline_exceeded(_request, error: DeadlineExceeded) -> SafeJSONResponse:
+    return SafeJSONResponse({"detail": str(error)}, status_code=504)
+
+
 def create_app(
     service: RecommendService,
     *,
     api_key: str | None = None,
     max_batch_size: int = 16,
     max_wait_ms: float = 5.0,
+    max_queue: int = 64,
+    queue_timeout_s: float = 10.0,
+    request_timeout_s: float = 60.0,
     max_history_entries: int = 100,
     max_k: int = 50,
     max_batch_requests: int = 64,
@@ -83,12 +104,20 @@ def create_app(
 ):
     """The FastAPI app over a loaded run. `api_key=None` disables auth (an empty key is an
     error). The returned app is wrapped in `RequestGuard`; the FastAPI object is `app.api`
-    (its `state.batcher` holds the micro-batcher and its counters)."""
+    (its `state.batcher` holds the micro-batcher and its counters). A /recommend/batch body
+    may hold at most `max_queue` requests (it must fit in the queue)."""
     if api_key is not None and not api_key.strip():
         raise CftrecError("the API key is empty: give a real key, or none")
     if body_timeout_s <= 0:
         raise CftrecError("the body timeout must be positive")
-    batcher = MicroBatcher(service.recommend, max_batch_size, max_wait_ms)
+    batcher = MicroBatcher(
+        service.recommend,
+        max_batch_size,
+        max_wait_ms,
+        max_queue,
+        queue_timeout_s,
+        request_timeout_s,
+    )
     # Every catalogue title and item id must fit, also as a raw source spelled it (HTML
     # entities are longer than the characters they stand for): twice the longest, at least 500.
     catalog = service.catalog
@@ -97,7 +126,7 @@ def create_app(
         max_entry_chars=max(500, 2 * longest),
         max_history_entries=max_history_entries,
         k_limit=min(max_k, service.k_limit or max_k),
-        max_batch_requests=max_batch_requests,
+        max_batch_requests=min(max_batch_requests, max_queue),
         max_new_items=max_new_items,
         history_window=service.max_history,
     )
@@ -123,6 +152,8 @@ def create_app(
     api.state.started = time.monotonic()
     api.add_exception_handler(RequestValidationError, _invalid_request)
     api.add_exception_handler(ClientGone, _client_gone)
+    api.add_exception_handler(Overloaded, _overloaded)
+    api.add_exception_handler(DeadlineExceeded, _deadline_exceeded)
     api.include_router(api_router(limits))
 
     app = RequestGuard(api, max_body_bytes, body_timeout_s)

@@ -24,7 +24,7 @@ from .schemas import (
     RequestLimits,
     request_models,
 )
-from .service import RecommendService
+from .service import CatalogueNotSaved, RecommendService
 
 MAX_PROBLEMS = 10  # unknown entries reported (with suggestions) per request: bounded work
 CLIENT_CLOSED = 499  # nginx's status for "client closed the request" (never seen by it)
@@ -99,18 +99,20 @@ def _resolve(
     return [resolve_history(catalog, history)[-service.max_history :] for history, _ in histories]
 
 
-async def _answer(batcher: MicroBatcher, item_ids: list[str], k: int) -> RecommendResponse:
-    recommendations = await batcher.submit(item_ids, k)
+def _response(recommendations) -> RecommendResponse:
     return RecommendResponse(recommendations=[r.to_dict() for r in recommendations])
 
 
 async def _change_catalogue(batcher: MicroBatcher, function, *args):
     """A catalogue change, in the inference thread between two batches: 409 when the run
-    cannot take it (an ID-based baseline), 422 when the input is bad."""
+    cannot take it (an ID-based baseline), 422 when the input is bad, 507 when it cannot be
+    saved beside the run (disk full, not writable: nothing changed)."""
     try:
         return await batcher.run_exclusive(function, *args)
     except CatalogChangeUnsupported as error:
         raise HTTPException(409, str(error)) from None
+    except CatalogueNotSaved as error:
+        raise HTTPException(507, str(error)) from None
     except CftrecError as error:
         raise HTTPException(
             422, [{"type": "invalid_items", "loc": ["body", "items"], "msg": str(error)}]
@@ -144,21 +146,21 @@ def api_router(limits: RequestLimits) -> APIRouter:
         """Top-k catalogue titles for one history."""
         where = [(body.history, ("body", "history"))]
         (item_ids,) = await asyncio.to_thread(_resolve, service, where)
-        return await _until_disconnected(request, _answer(batcher, item_ids, body.k))
+        return _response(await _until_disconnected(request, batcher.submit(item_ids, body.k)))
 
     @router.post("/recommend/batch", response_model=BatchResponse, dependencies=authorized)
     async def recommend_batch(
         body: models.batch, request: Request, service: Service, batcher: Batcher
     ) -> BatchResponse:
-        """Several histories at once (each validated; they join the same micro-batches)."""
+        """Several histories at once (each validated; they join the same micro-batches, and
+        the queue, all or none)."""
         where = [
             (r.history, ("body", "requests", i, "history")) for i, r in enumerate(body.requests)
         ]
         resolved = await asyncio.to_thread(_resolve, service, where)
-        results = asyncio.gather(
-            *(_answer(batcher, ids, r.k) for ids, r in zip(resolved, body.requests, strict=True))
-        )
-        return BatchResponse(results=list(await _until_disconnected(request, results)))
+        requests = [(ids, r.k) for ids, r in zip(resolved, body.requests, strict=True)]
+        answers = await _until_disconnected(request, batcher.submit_many(requests))
+        return BatchResponse(results=[_response(answer) for answer in answers])
 
     @router.get("/items", response_model=ItemsResponse, dependencies=authorized)
     async def items(
@@ -227,6 +229,13 @@ def api_router(limits: RequestLimits) -> APIRouter:
                 "requests": batcher.requests,
                 "largest_batch": batcher.largest_batch,
                 "skipped_disconnected": batcher.skipped,
+                "queue_depth": batcher.queued,
+                "max_queue": batcher.max_queue,
+                "queue_timeout_s": batcher.queue_timeout_s,
+                "request_timeout_s": batcher.request_timeout_s,
+                "rejected_queue_full": batcher.rejected,
+                "expired_in_queue": batcher.expired,
+                "deadline_exceeded": batcher.overdue,
             },
         }
 

@@ -7,7 +7,8 @@
 
 Catalogue changes made through a service are saved as an overlay beside the run
 (`catalog_overlay.json`: items added and item ids removed, relative to the run's
-`items.parquet`, which is never modified), and a service loaded later starts from it.
+`items.parquet`, which is never modified), and a service loaded later starts from it. A change
+that cannot be saved (disk full, folder not writable) is undone and raises CatalogueNotSaved.
 
 Kept free of FastAPI so that the CLI's `recommend` starts without importing the web stack.
 """
@@ -22,13 +23,17 @@ from typing import Any
 from ..data.catalog_changes import CatalogChangeUnsupported, new_items, with_items, without_items
 from ..data.dataset import DEFAULT_MAX_HISTORY, Catalog, close_titles, resolve_history
 from ..decoding.methods import DecodingMethod, decoding_method, resolve_beams
-from ..errors import CftrecError
-from ..files import read_json, write_json
+from ..errors import CftrecError, first_line
+from ..files import DiskFull, read_json, write_json
 from ..recommendation import Recommendation
 from ..runs.info import read_run_info
 from ..runs.registry import RUN_KINDS, load_recommender
 
 OVERLAY_FILE = "catalog_overlay.json"
+
+
+class CatalogueNotSaved(CftrecError):
+    """A catalogue change whose overlay could not be written: nothing changed (HTTP 507)."""
 
 
 class RecommendService:
@@ -197,12 +202,16 @@ class RecommendService:
             return
         try:
             write_json(self.overlay_path, self.overlay)
-        except OSError as error:
+        except (OSError, DiskFull) as error:
             self.recommender.set_catalog(before)
             self.overlay = overlay
-            raise CftrecError(
-                f"{self.overlay_path}: cannot save the catalogue change ({error.strerror}); "
-                "nothing changed"
+            reason = (
+                "no space left on device"
+                if isinstance(error, DiskFull)
+                else error.strerror or first_line(error)
+            )
+            raise CatalogueNotSaved(
+                f"{self.overlay_path}: cannot save the catalogue change ({reason}); nothing changed"
             ) from None
 
     def _apply_overlay(self) -> None:

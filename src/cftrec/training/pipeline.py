@@ -25,7 +25,15 @@ import tempfile
 from pathlib import Path
 
 from ..errors import CftrecError
-from ..files import TMP_SUFFIX, check_output, mark_output
+from ..files import (
+    TMP_SUFFIX,
+    DiskFull,
+    check_output,
+    format_bytes,
+    is_disk_full,
+    mark_output,
+    tree_size,
+)
 from ..runs.llm import CHECKPOINTS_DIR, TRAIN_COMMAND
 from ..threads import use_threads
 from .settings import TrainSettings, load_settings
@@ -159,7 +167,7 @@ def train(
         use_cpu=world > 1 and not torch.cuda.is_available(),
     )
     # the tracker callbacks read their environment when built and when training begins
-    with tracker_environment(trackers, checkpoints / LOGS_DIR):
+    with tracker_environment(trackers, checkpoints / LOGS_DIR), resumable_on_disk_full(checkpoints):
         trainer = CFTTrainer(
             model=model,
             args=args,
@@ -231,7 +239,7 @@ def train(
             "weight_rec_loss": settings.weight_rec_loss,
             "summary": summary,
         }
-        with logs_kept_through_replacement(output):
+        with resumable_on_disk_full(checkpoints), logs_kept_through_replacement(output):
             save_llm_run(
                 output,
                 model=trainer.model,
@@ -308,18 +316,46 @@ def logs_kept_through_replacement(output: Path):
         shutil.rmtree(aside, ignore_errors=True)
 
 
-def _last_checkpoint(checkpoints: Path) -> Path | None:
-    """The newest complete checkpoint. Trainer writes trainer_state.json last, so a run killed
-    while saving leaves a checkpoint without a readable one: skip it."""
+@contextlib.contextmanager
+def resumable_on_disk_full(checkpoints: Path):
+    """A full disk while training or saving the run ends as one line naming the folder. The
+    checkpoint being written is removed first (resume must not continue from it); --resume
+    continues from the last complete one once there is room."""
+    hint = "run again with --resume once there is room"
+    try:
+        yield
+    except Exception as error:
+        if not is_disk_full(error, checkpoints):
+            raise
+        if isinstance(error, DiskFull):  # the finished run (it names RUN and its size)
+            raise DiskFull(error.where, error.needed, hint) from error
+        for path in checkpoints.glob("checkpoint-*"):
+            if not _complete(path):
+                shutil.rmtree(path, ignore_errors=True)
+        last = _last_checkpoint(checkpoints)
+        needed = f"{last.name} took {format_bytes(tree_size(last))}" if last else ""
+        raise DiskFull(checkpoints, needed, hint) from error
+
+
+def _complete(checkpoint: Path) -> bool:
+    """Trainer writes trainer_state.json last, so a checkpoint cut off while saving (killed,
+    disk full) has no readable one."""
     import json
 
-    complete = []
-    for path in checkpoints.glob("checkpoint-*"):
-        try:
-            json.loads((path / "trainer_state.json").read_text())
-            complete.append((int(path.name.rsplit("-", 1)[1]), path))
-        except (OSError, ValueError):
-            continue
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _last_checkpoint(checkpoints: Path) -> Path | None:
+    """The newest complete checkpoint."""
+    complete = [
+        (int(path.name.rsplit("-", 1)[1]), path)
+        for path in checkpoints.glob("checkpoint-*")
+        if _complete(path)
+    ]
     return max(complete)[1] if complete else None
 
 
