@@ -20,7 +20,7 @@ from hardening_fixtures import assert_one_line_error, run_main
 from training_fixtures import one_thread, run_cli, write_tiny_dataset  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.slow
-SECTIONS = ["results", "comparison", "cutoffs", "history", "target-popularity",
+SECTIONS = ["results", "cutoffs", "comparison", "history", "target-popularity",
             "recommended-popularity", "training", "diagnose", "provenance"]  # fmt: skip
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
         "track", "wbr"}  # fmt: skip
@@ -109,7 +109,8 @@ def work(tmp_path_factory, tiny_model_dir):
     pop_results(root, data)
     cft = root / "runs" / "cft"
     _cli("train", "--data", data, "--model", tiny_model_dir, "--method", "cft", "--max-steps",
-         "4", "--batch-size", "4", "--logging-steps", "1", "--eval-steps", "2", "-o", cft)  # fmt: skip
+         "4", "--batch-size", "4", "--logging-steps", "1", "--eval-steps", "2",
+         "-o", cft)  # fmt: skip
     _cli("evaluate", "--run", cft, "--data", data, "--beams", "4", "-o", root / "results" / "cft")
     _cli("diagnose", "--run", cft, "--data", data, "--limit", "4", "--beams", "2", "-o",
          root / "diagnose")  # fmt: skip
@@ -130,9 +131,14 @@ def test_a_report_is_one_self_contained_page_with_every_section(work, tmp_path, 
     comparison = compare_runs(*([read_results(r)] for r in results), resamples=500)
     for name, row in comparison["metrics"].items():
         low, high = row["ci95"]
-        expected = f"{name} {row['a']:.4f} {row['b']:.4f} {row['diff']:+.4f} [{low:+.4f}, {high:+.4f}] {row['p_value']:.4f}"
-        assert expected in text
+        cells = [name, f"{row['a']:.4f}", f"{row['b']:.4f}", f"{row['diff']:+.4f}",
+                 f"[{low:+.4f}, {high:+.4f}]", f"{row['p_value']:.4f}"]  # fmt: skip
+        assert " ".join(cells) in text
     assert "@5, @10, @20, @50 not compared" in text  # 4-beam lists decide K <= 3 only
+    # breakdowns (the fold-out tables): every test case follows 5 interactions of its user, and
+    # each title has 6 train interactions
+    assert "3-5 pop 12" in text and "3-5 cft 12" in text
+    assert "1-9 pop 12" in text
     alts = [image["alt"] for image in page.images]
     assert "training and validation loss of cft" in alts  # from the run's metrics.jsonl
     assert "history reliance per response token" in alts  # diagnose.png
@@ -172,6 +178,12 @@ def test_a_missing_run_or_dataset_is_a_marked_note(work, tmp_path, capsys):
                             capsys)  # fmt: skip
     assert code == 0, err
     assert "dataset not read" not in check_page(out).text
+
+    results["data"]["path"] = str(write_tiny_dataset(tmp_path / "other-data", users=9))
+    (moved / "results.json").write_text(json.dumps(results))
+    code, _, err = run_main(["report", moved, "-o", out, "--overwrite"], capsys)
+    assert code == 0, err
+    assert "other-data has changed (fingerprint" in check_page(out).text
 
 
 def _broken(folder: Path, problem: str) -> None:

@@ -102,8 +102,8 @@ def test_tensorboard_gets_the_loss_terms_as_series(tmp_path, tiny_data, tiny_mod
 
 
 @pytest.mark.slow
-def test_wandb_and_mlflow_work_offline_into_the_run_folder(tmp_path, tiny_data, tiny_model_dir,
-                                                           capsys, no_tracker_variables):  # fmt: skip
+def test_wandb_and_mlflow_work_offline_into_the_run(tmp_path, tiny_data, tiny_model_dir, capsys,
+                                                    no_tracker_variables):  # fmt: skip
     _needs("wandb")
     _needs("mlflow")
     run = _train(tmp_path, tiny_data, tiny_model_dir, capsys, "--report-to", "wandb,mlflow")

@@ -1,6 +1,6 @@
 """The numbers of a report: which results are compared pairwise (only those on the same cases,
 by `compare_runs`, the code behind `cftrec compare`), and metrics by history length and by
-target popularity, from each evaluation's per-case records."""
+target popularity, from each evaluation's per-case records and its dataset."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from ..evaluation.metrics import hit_at, ndcg_at
 from ..evaluation.report import available_cutoffs
 from ..evaluation.significance import compare_runs
-from .inputs import ResultFolder
+from .inputs import DatasetFacts, ResultFolder
 
-# History lengths grouped (first length of each group); the prompt holds at most max_history
-HISTORY_EDGES = (1, 2, 4, 7, 11, 21, 51)
+# History lengths grouped (the first length of each group)
+HISTORY_EDGES = (1, 3, 6, 11, 21, 51, 101, 201)
 
 
 @dataclass
@@ -52,23 +52,28 @@ def shared_cutoff(folders: list[ResultFolder], preferred: int = 10) -> int:
     return preferred if preferred in common else max(common, default=1)
 
 
-def history_bucket(case: dict, _popularity: dict | None = None) -> tuple[int, str]:
-    """(sort key, label) of a case's history length (the items its prompt held)."""
-    length = len(case["history"])
-    starts = [edge for edge in HISTORY_EDGES if edge <= length]
-    if not starts:
-        return 0, "0"
-    start = starts[-1]
-    following = HISTORY_EDGES[HISTORY_EDGES.index(start) + 1 :]
+def history_length(case: dict, folder: ResultFolder, facts: DatasetFacts) -> int:
+    """The user's interactions before the case (its whole history, not the prompt's window)."""
+    return facts.history_lengths[folder.results["data"]["split"]][case["case_id"]]
+
+
+def target_popularity(case: dict, folder: ResultFolder, facts: DatasetFacts) -> int:
+    """Train interactions of the case's target title."""
+    return facts.popularity.get(case["target_title"], 0)
+
+
+def history_bucket(length: int) -> tuple[int, str]:
+    """(sort key, label) of a history length: the HISTORY_EDGES group it falls in."""
+    start = max(edge for edge in HISTORY_EDGES if edge <= max(length, 1))
+    following = [edge for edge in HISTORY_EDGES if edge > start]
     if not following:
         return start, f"{start}+"
     end = following[0] - 1
     return start, str(start) if end == start else f"{start}-{end}"
 
 
-def popularity_bucket(case: dict, popularity: dict | None) -> tuple[int, str]:
-    """(sort key, label) of the target's train interactions, by powers of ten."""
-    count = popularity.get(case["target_title"], 0)
+def popularity_bucket(count: int) -> tuple[int, str]:
+    """(sort key, label) of a train interaction count, by powers of ten."""
     if count == 0:
         return 0, "0 (not in train)"
     decade = int(math.log10(count))
@@ -87,23 +92,22 @@ class Breakdown:
 
 def breakdown(
     folders: list[ResultFolder],
-    bucket_of: Callable[[dict, dict | None], tuple[int, str]],
-    popularity: dict[str, dict] | None = None,
+    facts: dict[str, DatasetFacts],
+    value_of: Callable[[dict, ResultFolder, DatasetFacts], int],
+    bucket_of: Callable[[int], tuple[int, str]],
 ) -> Breakdown:
-    """NDCG@K and HR@K per bucket of cases; with `popularity` (fingerprint -> title counts),
-    only the results whose dataset's popularity is known."""
+    """NDCG@K and HR@K per bucket of a per-case value (`value_of`, grouped by `bucket_of`),
+    for the results whose dataset was found (`facts`, by fingerprint)."""
     cutoff = shared_cutoff(folders)
     order: dict[str, int] = {}
     values = {}
     for folder in folders:
-        counts = None
-        if popularity is not None:
-            counts = popularity.get(folder.results["data"]["fingerprint"])
-            if counts is None:
-                continue
+        known = facts.get(folder.results["data"]["fingerprint"])
+        if known is None:
+            continue
         ranks: dict[str, list] = {}
         for case in folder.cases:
-            key, label = bucket_of(case, counts)
+            key, label = bucket_of(value_of(case, folder, known))
             order[label] = key
             ranks.setdefault(label, []).append(case["rank"])
         values[folder.label] = {

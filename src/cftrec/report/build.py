@@ -11,7 +11,7 @@ from ..files import atomic_write_text, check_output_file
 from . import sections
 from .analysis import case_groups
 from .figures import colours
-from .inputs import read_diagnosis, read_result_folder, train_popularity, unique_labels
+from .inputs import dataset_facts, read_diagnosis, read_result_folder, unique_labels
 from .page import page
 
 
@@ -35,17 +35,17 @@ def build_report(
     folders = [read_result_folder(path) for path in results_dirs]
     diagnoses = [read_diagnosis(path) for path in diagnose_dirs]
     unique_labels(folders)
-    popularity = train_popularity(folders, [Path(p) for p in data_dirs])
+    facts = dataset_facts(folders, [Path(p) for p in data_dirs])
     groups = case_groups(folders, resamples, seed)
     colour = colours([f.label for f in folders])
 
     parts = [
         sections.results_section(folders, groups),
-        sections.comparison_section(groups),
         sections.cutoff_section(folders, colour),
-        sections.history_section(folders, colour),
-        sections.popularity_bucket_section(folders, popularity, colour),
-        sections.recommended_popularity_section(folders, popularity, colour),
+        sections.comparison_section(groups),
+        sections.history_section(folders, facts, colour),
+        sections.popularity_bucket_section(folders, facts, colour),
+        sections.recommended_popularity_section(folders, facts, colour),
         sections.training_section(folders),
         *([sections.diagnose_section(diagnoses)] if diagnoses else []),
         sections.provenance_section(folders),

@@ -127,23 +127,39 @@ def unique_labels(folders: list[ResultFolder]) -> None:
         folder.label = label
 
 
-def train_popularity(folders: list[ResultFolder], data_dirs: list[Path]) -> dict[str, dict]:
-    """Dataset fingerprint -> train interactions per title, for every dataset the results were
-    made on that can be found: a `data_dirs` folder with that fingerprint, else the path the
-    evaluation recorded. A dataset not found adds a note to its results."""
+@dataclass
+class DatasetFacts:
+    """What the report needs of a dataset the results were made on."""
+
+    popularity: dict[str, int]  # train interactions per title
+    history_lengths: dict[str, dict[str, int]]  # split -> case id -> interactions before it
+
+
+def history_lengths(dataset, split: str) -> dict[str, int]:
+    """Case id ("user#n", numbered as `evaluate` numbers them) -> the user's interactions
+    before that case: the whole history, not only the window a prompt holds."""
+    lengths = {}
+    for user, (_, _, splits) in dataset.user_sequences.items():
+        positions = [p for p in range(1, len(splits)) if splits[p] == split]
+        lengths |= {f"{user}#{n}": position for n, position in enumerate(positions)}
+    return lengths
+
+
+def dataset_facts(folders: list[ResultFolder], data_dirs: list[Path]) -> dict[str, DatasetFacts]:
+    """Dataset fingerprint -> its facts, for every dataset the results were made on that can be
+    found: a `data_dirs` folder with that fingerprint, else the path the evaluation recorded.
+    A dataset not found adds a note to its results."""
     from ..data.dataset import Dataset
 
     given = {}
     for path in data_dirs:
         dataset = Dataset.load(path)  # a --data folder that is not a dataset is an error
         given[dataset.fingerprint] = dataset
-    popularity: dict[str, dict] = {}
+    found: dict[str, Dataset] = {}
     for folder in folders:
         fingerprint = folder.results["data"]["fingerprint"]
-        if fingerprint in popularity:
-            continue
-        dataset = given.get(fingerprint)
         recorded = Path(folder.results["data"]["path"])
+        dataset = found.get(fingerprint, given.get(fingerprint))
         if dataset is None:
             try:
                 dataset = Dataset.load(recorded)
@@ -156,8 +172,14 @@ def train_popularity(folders: list[ResultFolder], data_dirs: list[Path]) -> dict
                 f"results were made on {fingerprint}); pass --data DIR"
             )
             continue
-        popularity[fingerprint] = dataset.train_popularity()
-    return popularity
+        found[fingerprint] = dataset
+    facts = {}
+    for fingerprint, dataset in found.items():
+        data = [f.results["data"] for f in folders]
+        splits = {d["split"] for d in data if d["fingerprint"] == fingerprint}
+        lengths = {split: history_lengths(dataset, split) for split in splits}
+        facts[fingerprint] = DatasetFacts(dataset.train_popularity(), lengths)
+    return facts
 
 
 @dataclass

@@ -1,5 +1,5 @@
-"""The sections of a report, each as (anchor, heading, HTML): results, paired comparisons,
-metrics against K, by history length, by target popularity, popularity of recommendations,
+"""The sections of a report, each as (anchor, heading, HTML): results, metrics against K,
+paired comparisons, by history length, by target popularity, popularity of recommendations,
 training curves, history reliance (diagnose), settings and provenance."""
 
 from __future__ import annotations
@@ -11,10 +11,12 @@ from .analysis import (
     CaseGroup,
     breakdown,
     history_bucket,
+    history_length,
     popularity_bucket,
     recommended_popularity,
+    target_popularity,
 )
-from .inputs import Diagnosis, ResultFolder
+from .inputs import DatasetFacts, Diagnosis, ResultFolder
 from .page import card, definitions, details, grid, image, note, paragraph, table
 
 HEADLINE_METRICS = ("ndcg@5", "ndcg@10", "hr@5", "hr@10")
@@ -37,41 +39,22 @@ def results_section(folders: list[ResultFolder], groups: list[CaseGroup]) -> Sec
         for group in groups
         for other, comparison in group.comparisons
     }
-    headers = [
-        "result",
-        "cases set",
-        "run",
-        "cases",
-        *HEADLINE_METRICS,
-        "coverage@10",
-        "mean pop@10",
-        "invalid rate",
-        f"{HEADLINE_DIFFERENCE} vs reference (95% CI, p)",
-    ]
-    rows = []
-    for folder in folders:
-        results = folder.results
-        rows.append(
-            [
-                folder.label,
-                letter[folder.label],
-                _run_kind(folder),
-                str(results["num_cases"]),
-                *(_value(results, m) for m in HEADLINE_METRICS),
-                f"{results['coverage@10']:.3f}",
-                f"{results['mean_popularity@10']:.1f}",
-                f"{results.get('invalid_rate', 0.0):.4f}",
-                versus[folder.label],
-            ]
-        )
-    if not several:  # one set of cases: no column to tell sets apart
-        headers.pop(1)
-        rows = [row[:1] + row[2:] for row in rows]
+    columns = {"result": lambda f: f.label}
+    if several:
+        columns["cases set"] = lambda f: letter[f.label]
+    columns |= {"run": _run_kind, "cases": lambda f: str(f.results["num_cases"])}
+    columns |= {name: lambda f, name=name: _value(f.results, name) for name in HEADLINE_METRICS}
+    columns["coverage@10"] = lambda f: f"{f.results['coverage@10']:.3f}"
+    columns["mean pop@10"] = lambda f: f"{f.results['mean_popularity@10']:.1f}"
+    if any(f.results.get("invalid_rate") for f in folders):  # only free generation has any
+        columns["invalid rate"] = lambda f: f"{f.results.get('invalid_rate', 0.0):.4f}"
+    columns[f"{HEADLINE_DIFFERENCE} vs reference (95% CI, p)"] = lambda f: versus[f.label]
+    rows = [[cell(folder) for cell in columns.values()] for folder in folders]
     caption = (
         "Full ranking over the distinct titles; n/a: the lists are too short to decide K. The "
         "reference of each result is the first result given on the same cases."
     )
-    html = table(headers, rows, caption)
+    html = table(list(columns), rows, caption)
     if several:
         sets = "; ".join(f"{group.letter}: {_case_set(group)}" for group in groups)
         warning = (
@@ -168,7 +151,20 @@ def cutoff_section(folders: list[ResultFolder], colour: dict[str, str]) -> Secti
     return "cutoffs", "NDCG@K and HR@K against K", grid(plots)
 
 
-def _breakdown_html(split: Breakdown, xlabel: str, colour: dict[str, str]) -> str:
+def _breakdown_html(
+    split: Breakdown, folders: list[ResultFolder], xlabel: str, colour: dict[str, str]
+) -> str:
+    """Bars of NDCG@K and HR@K per bucket, the values in a fold-out table; a note for the
+    results whose dataset was not found."""
+    html = ""
+    missing = [f.label for f in folders if f.label not in split.values]
+    if missing:
+        html += note(
+            f"Not shown for {', '.join(missing)}: the dataset was not found (see the "
+            "notes under Results)."
+        )
+    if not split.values:
+        return html
     plots = [
         image(
             figures.breakdown_bars(split, metric, xlabel, colour),
@@ -189,37 +185,40 @@ def _breakdown_html(split: Breakdown, xlabel: str, colour: dict[str, str]) -> st
         if bucket in values
     ]
     headers = [xlabel, "result", "cases", f"NDCG@{split.cutoff}", f"HR@{split.cutoff}"]
-    return grid(plots) + details("the values", table(headers, rows))
+    return html + grid(plots) + details("the values", table(headers, rows))
 
 
-def history_section(folders: list[ResultFolder], colour: dict[str, str]) -> Section:
-    split = breakdown(folders, history_bucket)
-    intro = paragraph("Cases grouped by the number of history items their prompt held.", muted=True)
-    return "history", "By history length", intro + _breakdown_html(split, "history length", colour)
+def history_section(
+    folders: list[ResultFolder], facts: dict[str, DatasetFacts], colour: dict[str, str]
+) -> Section:
+    split = breakdown(folders, facts, history_length, history_bucket)
+    intro = paragraph(
+        "Cases grouped by the user's number of interactions before the target (the whole "
+        "history; a prompt holds only its most recent items).",
+        muted=True,
+    )
+    return (
+        "history",
+        "By history length",
+        intro + _breakdown_html(split, folders, "history length", colour),
+    )
 
 
 def popularity_bucket_section(
-    folders: list[ResultFolder], popularity: dict[str, dict], colour: dict[str, str]
+    folders: list[ResultFolder], facts: dict[str, DatasetFacts], colour: dict[str, str]
 ) -> Section:
-    split = breakdown(folders, popularity_bucket, popularity)
-    html = paragraph(
+    split = breakdown(folders, facts, target_popularity, popularity_bucket)
+    intro = paragraph(
         "Cases grouped by how often their target title occurs in the training "
         "interactions (powers of ten).",
         muted=True,
     )
-    missing = [f.label for f in folders if f.label not in split.values]
-    if missing:
-        html += note(
-            f"Not shown for {', '.join(missing)}: the dataset was not found (see the "
-            "notes under Results)."
-        )
-    if split.values:
-        html += _breakdown_html(split, "target popularity", colour)
-    return "target-popularity", "By target popularity", html
+    html = _breakdown_html(split, folders, "target popularity", colour)
+    return "target-popularity", "By target popularity", intro + html
 
 
 def recommended_popularity_section(
-    folders: list[ResultFolder], popularity: dict[str, dict], colour: dict[str, str]
+    folders: list[ResultFolder], facts: dict[str, DatasetFacts], colour: dict[str, str]
 ) -> Section:
     rows = [
         [
@@ -238,7 +237,8 @@ def recommended_popularity_section(
         "recommended in some top 10.",
     )
     plots = []
-    for fingerprint, counts in popularity.items():
+    for fingerprint, known in facts.items():
+        counts = known.popularity
         members = [f for f in folders if f.results["data"]["fingerprint"] == fingerprint]
         recommended = {f.label: recommended_popularity(f, counts) for f in members}
         targets = [counts.get(c["target_title"], 0) for c in members[0].cases]
@@ -246,7 +246,7 @@ def recommended_popularity_section(
             image(
                 figures.popularity_distribution(recommended, targets, colour),
                 "popularity of the recommended titles for each result",
-                f"data {fingerprint}" if len(popularity) > 1 else "",
+                f"data {fingerprint}" if len(facts) > 1 else "",
             )
         )
     return "recommended-popularity", "Popularity of recommendations", html + grid(plots)
