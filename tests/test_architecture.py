@@ -17,7 +17,8 @@ MAX_LINES = 450
 
 # What each part of cftrec may import from cftrec, besides itself and the foundation
 # (errors, files, paths, threads, compat, recommendation).
-FOUNDATION = {"errors", "files", "paths", "threads", "compat", "recommendation", "assets"}
+FOUNDATION = {"errors", "files", "paths", "threads", "compat", "recommendation", "assets",
+              "provenance"}  # fmt: skip
 ALLOWED = {
     "data": set(),
     "prompts": {"data"},

@@ -145,6 +145,8 @@ def test_a_report_is_one_self_contained_page_with_every_section(work, tmp_path, 
     assert sum(alt.startswith(("NDCG", "HR")) for alt in alts) == 6  # @K, history, popularity
     fingerprint = json.loads((work / "data" / "meta.json").read_text())["fingerprint"]
     assert f"fingerprint {fingerprint}" in text and "written" in text
+    made = json.loads((work / "results" / "cft" / "results.json").read_text())["provenance"]
+    assert made["created"] in text and f"{made['cftrec']}, commit" in text
     assert "different sets of cases" not in text and "note" not in page.tags
 
 

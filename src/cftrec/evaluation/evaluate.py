@@ -44,6 +44,7 @@ from ..decoding.methods import (
 )
 from ..errors import CftrecError
 from ..files import atomic_directory, check_output, write_json
+from ..provenance import provenance
 from .metrics import CUTOFFS, coverage, decided_cutoffs, mean_metrics, target_rank
 from .popularity_bias import mean_popularity, plot_popularity
 from .report import CASES_FILE, PLOT_FILE, RESULTS_FILE, TABLE_FILE, metrics_markdown, write_cases
@@ -384,6 +385,7 @@ def summarise(records, dataset, info, run_dir, data_dir, settings, max_history) 
         },  # fmt: skip
         "decoding": decoding,
         "settings": applied,
+        "provenance": provenance(),
         "case_ids": [r["case_id"] for r in records],
     }
     if settings.exclude_history:

@@ -320,6 +320,17 @@ def diagnose_section(diagnoses: list[Diagnosis]) -> Section:
     return "diagnose", "History reliance (diagnose)", intro + "".join(parts)
 
 
+def _made_by(results: dict, folder: ResultFolder) -> list[tuple[str, str]]:
+    """When and by which cftrec a result was made (results.json of cftrec 0.1 before the
+    provenance field: the file's time, the commit not recorded)."""
+    made = results.get("provenance")
+    if made is None:
+        return [("written", f"{folder.written} (time of results.json)"),
+                ("cftrec commit", "not recorded in results.json")]  # fmt: skip
+    return [("written", made["created"]),
+            ("cftrec", f"{made['cftrec']}, commit {made['commit'] or 'unknown (not a git checkout)'}")]  # fmt: skip
+
+
 def provenance_section(folders: list[ResultFolder]) -> Section:
     cards = []
     for folder in folders:
@@ -328,8 +339,7 @@ def provenance_section(folders: list[ResultFolder]) -> Section:
         settings = results.get("settings", {})
         pairs = [
             ("results", str(folder.path)),
-            ("written", f"{folder.written} (time of results.json)"),
-            ("cftrec commit", "not recorded in results.json"),
+            *_made_by(results, folder),
             ("data", f"{data['path']} (fingerprint {data['fingerprint']})"),
             ("cases", f"{results['num_cases']} of split {data['split']}"),
             ("evaluation", ", ".join(f"{k}={v}" for k, v in settings.items() if v is not None)),
