@@ -220,3 +220,17 @@ def test_default_beams_follow_the_decoding(setup):
         base, data, "llm", "default-grounding", "--decoding", "grounding", "--limit", "2"
     )
     assert grounded["settings"]["beams"] == GROUNDING_BEAMS == 10
+
+
+def test_exact_decoding_ranks_like_exhaustive_scoring_and_takes_no_beams(setup):
+    """`evaluate --decoding exact`: the exhaustive ranking's first 50 titles (every cutoff
+    decided), no beams recorded."""
+    base, data, _ = setup
+    _, exact, exact_cases = evaluate(base, data, "llm", "exact", "--decoding", "exact",
+                                     "--limit", "3")  # fmt: skip
+    _, full, full_cases = evaluate(base, data, "llm", "exhaustive-3", "--decoding", "exhaustive",
+                                   "--limit", "3")  # fmt: skip
+    assert "beams" not in exact["settings"] and exact["decoding"]["method"] == "exact"
+    assert exact["unavailable_cutoffs"] == []
+    assert [c["titles"] for c in exact_cases] == [c["titles"] for c in full_cases]
+    assert exact["metrics"] == full["metrics"]

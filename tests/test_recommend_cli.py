@@ -72,6 +72,20 @@ def test_llm_run_exhaustive_matches_brute_force(runs, capsys):
     assert [r["title"] for r in kept["recommendations"]] == ranking[:4]
 
 
+def test_llm_run_exact_decoding_equals_exhaustive(runs, capsys):
+    """`--decoding exact` through the command line: the exhaustive ranking's top k, the
+    history's titles left out while searching (the list stays k long)."""
+    argv = ["recommend", "--run", str(runs["llm"]), "--item-ids", "3", "5", "-k", "4", "--json"]
+    exact = json.loads(_run([*argv, "--decoding", "exact"], capsys))
+    exhaustive = json.loads(_run([*argv, "--decoding", "exhaustive"], capsys))
+    assert len(exact["recommendations"]) == 4
+    assert [r["title"] for r in exact["recommendations"]] == [
+        r["title"] for r in exhaustive["recommendations"]
+    ]
+    for got, want in zip(exact["recommendations"], exhaustive["recommendations"], strict=True):
+        assert got["score"] == pytest.approx(want["score"], abs=1e-3)
+
+
 def test_long_history_keeps_the_most_recent_window(runs, capsys):
     entries = [str(i % 8) for i in range(13)]  # 13 entries; the run's window is 10
     out = json.loads(_run(["recommend", "--run", str(runs["pop"]), *entries, "--json"], capsys))
