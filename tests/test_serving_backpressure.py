@@ -145,7 +145,9 @@ def test_http_full_queue_is_503_with_retry_after_and_health_shows_the_queue(pop_
 
         first = post(["0"])
         assert gate.busy.wait(timeout=30)
-        queued = [post(["1"]), post(["2"])]
+        queued = [post(["1"])]
+        wait_until(lambda: batcher.queued == 1, "one request is queued")
+        queued.append(post(["2"]))  # after the first is queued: the order is known
         wait_until(lambda: batcher.queued == 2, "two requests are queued")
         batching = httpx.get(f"{url}/health").json()["batching"]
         assert batching["queue_depth"] == 2
