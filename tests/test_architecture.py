@@ -99,3 +99,11 @@ def test_inference_never_imports_training():
         for path in sorted((SRC / part).rglob("*.py")):
             assert not any(part_of(m) == "training" for m in imports_of(path)), path
     assert not any(part_of(m) == "training" for m in imports_of(SRC / "diagnostics.py"))
+
+
+def test_the_old_public_name_still_works_for_one_release_and_warns():
+    import cftrec
+
+    with pytest.warns(DeprecationWarning, match="renamed cftrec.LLMRecommender"):
+        old = cftrec.Recommender
+    assert old is cftrec.LLMRecommender
