@@ -221,7 +221,7 @@ def _broken(folder: Path, problem: str) -> None:
         ("another version's results.json",
          "results.json: no valid 'metrics'; not a `cftrec evaluate` output of this cftrec version"),
         ("another version's cases", "cases.jsonl: line 1 lacks rank; not a `cftrec evaluate`"),
-        ("corrupt cases.jsonl", "cases.jsonl: not UTF-8 text"),
+        ("corrupt cases.jsonl", "cases.jsonl:1: not UTF-8 text"),
         ("cases cut short", "cases.jsonl holds 1 cases, results.json says 12"),
         ("corrupt diagnose", "diagnose.json: missing"),
     ],

@@ -22,16 +22,20 @@ def read_results(out_dir: str | Path) -> tuple[dict, list[dict]]:
     for name in (RESULTS_FILE, CASES_FILE):
         if not (out_dir / name).exists():
             raise CftrecError(f"{out_dir}: not a cftrec evaluation output (missing {name})")
-    results = read_json(out_dir / RESULTS_FILE)
+    results = read_json(out_dir / RESULTS_FILE, expect=dict)
     cases = []
-    with open(out_dir / CASES_FILE, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with open(out_dir / CASES_FILE, "rb") as handle:  # bytes: a bad line is named exactly
+        for number, raw in enumerate(handle, start=1):
+            where = f"{out_dir / CASES_FILE}:{number}"
             try:
-                cases.append(json.loads(line))
+                case = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise CftrecError(f"{where}: not UTF-8 text") from None
             except json.JSONDecodeError as error:
-                raise CftrecError(
-                    f"{out_dir / CASES_FILE}:{number}: bad JSON ({error.msg})"
-                ) from None
+                raise CftrecError(f"{where}: bad JSON ({error.msg})") from None
+            if not isinstance(case, dict):
+                raise CftrecError(f"{where}: not a JSON object")
+            cases.append(case)
     return results, cases
 
 

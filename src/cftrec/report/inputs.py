@@ -71,13 +71,9 @@ def read_result_folder(folder: str | Path) -> ResultFolder:
     folder = Path(folder)
     if not folder.is_dir():
         raise CftrecError(f"{folder}: not a folder (give the output folder of `cftrec evaluate`)")
-    try:
-        results, cases = read_results(folder)  # CftrecError for missing files and bad JSON
-    except UnicodeDecodeError:
-        raise CftrecError(f"{folder / CASES_FILE}: not UTF-8 text (a corrupt file)") from None
+    # a CftrecError for missing files, bad JSON or text, and results.json not an object
+    results, cases = read_results(folder)
     results_path = folder / RESULTS_FILE
-    if not isinstance(results, dict):
-        raise CftrecError(f"{results_path}: expected an object of JSON")
     for key, kind in RESULTS_KEYS.items():
         if not isinstance(results.get(key), kind):
             raise _version_problem(results_path, f"no valid '{key}'")
