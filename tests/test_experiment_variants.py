@@ -89,3 +89,44 @@ def test_cft_rows_pair_with_the_sft_row_of_the_same_guidance_and_decoding():
     assert counterpart("sft+g", NAMES, rows) is None
     sweep = {"sft": "sft", "cft": "cft-a0.2"}
     assert counterpart("cft-a0.2+g", sweep, ["sft+g", "cft-a0.2+g"]) == "sft+g"
+
+
+def test_seeds_pool_the_pairs_cft_vs_sft_and_best_llm_row_vs_sasrec(tmp_path, monkeypatch):
+    """Over seeds, cft+g is compared with sft+g (not only with sft) and the LLM row with the
+    best mean NDCG@10 with SASRec, each per seed and pooled."""
+    from cftrec.experiment import seeds
+
+    rows = ["sasrec", "sft", "cft", "sft+g", "cft+g"]
+    ndcg = {"sasrec": 0.04, "sft": 0.01, "cft": 0.02, "sft+g": 0.03, "cft+g": 0.05}
+
+    def fake_experiment(settings, out):
+        return {"reference": "sft", "timings_s": {},
+                "metrics": {r: {"num_cases": 5, "metrics": {"ndcg@10": ndcg[r] + settings.seed / 1000}}
+                            for r in rows}}  # fmt: skip
+
+    def difference(a, b):
+        return {"metrics": {"ndcg@10": {"diff": ndcg[b] - ndcg[a], "ci95": [0, 0], "p_value": 0.5}}}
+
+    compared = []
+
+    def fake_compare(results, a, b, force):
+        compared.append((results.parent.name, a, b))
+        return difference(a, b)
+
+    def fake_run_step(title, args, output=None, force=False, launcher=()):
+        a, b = Path(args[args.index("-a") + 1]).name, Path(args[args.index("-b") + 1]).name
+        output.write_text(json.dumps(difference(a, b)))
+
+    monkeypatch.setattr(seeds, "run_experiment", fake_experiment)
+    monkeypatch.setattr(seeds, "prepare_data", lambda settings, out, timings: tmp_path / "data")
+    monkeypatch.setattr(seeds, "compare_step", fake_compare)
+    monkeypatch.setattr(seeds, "run_step", fake_run_step)
+    summary = seeds.run_seeds(settings(methods=("sasrec", "sft", "cft")), tmp_path / "w", [1, 2])
+    assert set(summary["pairs"]) == {"cft+g vs sft+g", "cft+g vs sasrec"}
+    pair = summary["pairs"]["cft+g vs sft+g"]
+    assert pair["pooled"]["metrics"]["ndcg@10"]["diff"] == pytest.approx(0.02)
+    assert [c for c in compared if c[1:] == ("sft+g", "cft+g")] == [
+        ("seed-1", "sft+g", "cft+g"),
+        ("seed-2", "sft+g", "cft+g"),
+    ]
+    assert "| cft+g - sft+g | ndcg@10 |" in seeds.seeds_table(summary)

@@ -146,9 +146,10 @@ def run_experiment(settings: ExperimentSettings, out_dir: str | Path) -> dict:
         if other is not None and other != reference:
             pairs[f"{name} vs {other}"] = compare_step(results, other, name, force)
     llm_rows = [r for r in every_row if r not in ("pop", "sasrec")]
-    if "sasrec" in names and llm_rows:
-        metric = lambda row: read_json(results / row / "results.json")["metrics"]["ndcg@10"]  # noqa: E731
-        best = max(llm_rows, key=metric)
+    if settings.guided and "sasrec" in names and llm_rows:
+        ndcg = {row: read_json(results / row / "results.json")["metrics"]["ndcg@10"]
+                for row in llm_rows}  # fmt: skip
+        best = max(llm_rows, key=ndcg.__getitem__)
         pairs[f"{best} vs sasrec"] = compare_step(results, "sasrec", best, force)
 
     # A step an earlier invocation did keeps the time it took then (None: not known).

@@ -10,8 +10,9 @@ from ..errors import CftrecError
 from ..files import read_json, write_json
 from .pipeline import prepare_data, run_experiment, working_folder
 from .settings import METRIC_COLUMNS, ExperimentSettings
-from .steps import run_step
+from .steps import compare_step, run_step
 from .tables import _difference, _format_p
+from .variants import counterpart
 
 
 def run_seeds(settings: ExperimentSettings, out_dir: str | Path, seeds: list[int]) -> dict:
@@ -43,36 +44,21 @@ def run_seeds(settings: ExperimentSettings, out_dir: str | Path, seeds: list[int
             "num_cases": runs[0]["num_cases"],
             **{m: spread([r["metrics"][m] for r in runs]) for m in runs[0]["metrics"] if m in shared},
         }  # fmt: skip
-    comparisons = {}
+    comparisons = {
+        name: _pair(out, seeds, reference, name, settings) for name in names if name != reference
+    }
+    # cft against sft under the same guidance and decoding, and the LLM row with the best mean
+    # NDCG@10 against SASRec (experiment/variants.py), pooled like the rest
+    row_names = {m: settings.cft_run_name if m == "cft" else m for m in settings.methods}
+    pairs = {}
     for name in names:
-        if name == reference:
-            continue
-        target = out / f"compare-{reference}-vs-{name}-pooled.json"
-        sides = [
-            arg
-            for side, method in (("-a", reference), ("-b", name))
-            for seed in seeds
-            for arg in (side, str(out / f"seed-{seed}" / "results" / method))
-        ]
-        run_step(
-            f"Paired significance pooled over seeds {seeds}: {name} vs {reference}",
-            ["compare", *sides, "-o", str(target)] + (["--overwrite"] if settings.force else []),
-            target,
-            settings.force,
-        )
-        pooled = read_json(target)
-        rows = [summary["comparisons"][name]["metrics"] for summary in per_seed]
-        comparisons[name] = {
-            "per_seed": [
-                {m: {k: row[k] for k in ("diff", "ci95", "p_value")} for m, row in seed_rows.items()}
-                for seed_rows in rows
-            ],
-            "pooled": pooled,
-            "same_sign": {
-                m: len({_sign(seed_rows[m]["diff"]) for seed_rows in rows}) == 1
-                for m in pooled["metrics"]
-            },
-        }  # fmt: skip
+        other = counterpart(name, row_names, names)
+        if other is not None and other != reference:
+            pairs[f"{name} vs {other}"] = _pair(out, seeds, other, name, settings)
+    llm_rows = [n for n in names if n not in ("pop", "sasrec")]
+    if settings.guided and "sasrec" in names and llm_rows:
+        best = max(llm_rows, key=lambda n: metrics[n]["ndcg@10"]["mean"])
+        pairs[f"{best} vs sasrec"] = _pair(out, seeds, "sasrec", best, settings)
     summary = {
         "settings": {k: v for k, v in asdict(settings).items() if k != "seed"},
         "seeds": list(seeds),
@@ -80,10 +66,45 @@ def run_seeds(settings: ExperimentSettings, out_dir: str | Path, seeds: list[int
         "reference": reference,
         "metrics": metrics,
         "comparisons": comparisons,
+        "pairs": pairs,
         "timings_s": timings,
     }
     write_json(out / "summary-seeds.json", summary)
     return summary
+
+
+def _pair(out: Path, seeds: list[int], a: str, b: str, settings: ExperimentSettings) -> dict:
+    """Row b against row a, per seed and pooled over the seeds (`cftrec compare` with one run
+    per seed on each side: each case averaged over the seeds, cases resampled)."""
+    per_seed = [
+        compare_step(out / f"seed-{seed}" / "results", a, b, settings.force)["metrics"]
+        for seed in seeds
+    ]
+    target = out / f"compare-{a}-vs-{b}-pooled.json"
+    sides = [
+        arg
+        for side, row in (("-a", a), ("-b", b))
+        for seed in seeds
+        for arg in (side, str(out / f"seed-{seed}" / "results" / row))
+    ]
+    run_step(
+        f"Paired significance pooled over seeds {seeds}: {b} vs {a}",
+        ["compare", *sides, "-o", str(target)] + (["--overwrite"] if settings.force else []),
+        target,
+        settings.force,
+    )
+    pooled = read_json(target)
+    return {
+        "per_seed": [
+            {m: {k: row[k] for k in ("diff", "ci95", "p_value")} for m, row in seed_rows.items()}
+            for seed_rows in per_seed
+        ],
+        "pooled": pooled,
+        "same_sign": {
+            m: len({_sign(seed_rows[m]["diff"]) for seed_rows in per_seed}) == 1
+            for m in pooled["metrics"]
+        },
+    }
 
 
 def spread(values: list[float]) -> dict:
@@ -118,7 +139,9 @@ def seeds_table(summary: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     header = ["B - A", "metric", *(f"seed {s}" for s in seeds), "pooled", "same sign"]
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for method, comparison in summary["comparisons"].items():
+    labelled = [(f"{method} - {reference}", c) for method, c in summary["comparisons"].items()]
+    labelled += [(pair.replace(" vs ", " - "), c) for pair, c in summary.get("pairs", {}).items()]
+    for label, comparison in labelled:
         for name in ("ndcg@10", "hr@10"):
             row = comparison["pooled"]["metrics"].get(name)
             per_seed = [
@@ -129,7 +152,5 @@ def seeds_table(summary: dict) -> str:
             ]
             pooled = _difference(row)
             same = "n/a" if row is None else "yes" if comparison["same_sign"][name] else "no"
-            lines.append(
-                "| " + " | ".join([f"{method} - {reference}", name, *per_seed, pooled, same]) + " |"
-            )
+            lines.append("| " + " | ".join([label, name, *per_seed, pooled, same]) + " |")
     return "\n".join(lines)
