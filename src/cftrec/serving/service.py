@@ -15,7 +15,6 @@ Kept free of FastAPI so that the CLI's `recommend` starts without importing the 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -66,7 +65,6 @@ class RecommendService:
         self.decoding_method: DecodingMethod | None = (
             decoding_method(decoding.get("method", "beam")) if self.kind == "llm" else None
         )
-        self.loaded_at = time.time()
         self.overlay: dict[str, list] = {"added": [], "removed": []}
 
     @classmethod
