@@ -165,6 +165,10 @@ def main() -> None:
         "--extra-decodings", nargs="+", default=None, metavar="beam:N|exact",
         help="also evaluate every LLM row with these decodings (e.g. beam:50 exact)",
     )  # fmt: skip
+    parser.add_argument(
+        "--threads", type=int, default=None,
+        help="torch threads of every step that runs a model (1: run suites side by side)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.seeds and args.scale == "sweep":
         parser.error("--seeds works with a scale, not with the sweep")
@@ -185,16 +189,25 @@ def main() -> None:
         overrides["guidance_valid_users"] = args.guidance_valid_users
     if args.extra_decodings:
         overrides["extra_decodings"] = tuple(args.extra_decodings)
+    if args.threads:
+        overrides["threads"] = args.threads
     settings = replace(base, **overrides)
     out = Path(args.out or ROOT / "runs-accuracy" / args.scale)
 
     if args.seeds:
         summary = run_seeds(settings, out, args.seeds)
-        record(f"{args.scale}-seeds", summary, Path(args.results_dir), seeds_table(summary))
+        # the guided suite is its own table; it never replaces the plain one
+        name = f"{args.scale}-guided-seeds" if args.guided else f"{args.scale}-seeds"
+        record(name, summary, Path(args.results_dir), seeds_table(summary))
         return
     if args.scale != "sweep":
         summary = run_experiment(settings, out)
-        record(args.scale, summary, Path(args.results_dir), summary_table(summary))
+        record(
+            f"{args.scale}-guided" if args.guided else args.scale,
+            summary,
+            Path(args.results_dir),
+            summary_table(summary),
+        )
         return
 
     # The sweep runs sft once (the first point trains it; the others find it complete), then
