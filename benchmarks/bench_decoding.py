@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from cftrec.data.dataset import Catalog
-from cftrec.decoding.lm import left_pad
+from cftrec.decoding.lm import forward, left_pad, prefill
 from cftrec.decoding.recommender import LLMRecommender
 from cftrec.modeling import load_model, load_tokenizer
 
@@ -119,12 +119,162 @@ def timed(fn, *args, **kwargs):
     return result, elapsed, cpu, memory.extra_mb
 
 
+class ForwardSplit:
+    """Wall and CPU seconds spent inside the model's forward passes, split into prefill (more
+    than one new token per row) and search steps (one new token per row); the rest of a call
+    is the search's own work (trie lookups, top-k, cache reordering, Python)."""
+
+    def __init__(self, model):
+        self.model, self.original = model, model.forward
+        self.seconds = {"prefill": [0.0, 0.0], "steps": [0.0, 0.0]}  # [wall, cpu]
+
+    def __enter__(self):
+        def forward(*args, **kwargs):
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            start, cpu_start = time.perf_counter(), time.process_time()
+            out = self.original(*args, **kwargs)
+            part = self.seconds["prefill" if ids is not None and ids.shape[1] > 1 else "steps"]
+            part[0] += time.perf_counter() - start
+            part[1] += time.process_time() - cpu_start
+            return out
+
+        self.model.forward = forward
+        return self
+
+    def __exit__(self, *exc):
+        del self.model.forward  # back to the class's method
+
+
+@torch.inference_mode()
+def floor_pass(model, recommender: LLMRecommender, prompt, titles: list[str]):
+    """The work no constrained search can avoid for one user: one forward pass over the user's
+    own prompt tokens (on the prompt head's keys/values) and one over the response tokens of
+    the titles it returns (teacher-forced, all titles as rows of one pass, right-padded to the
+    longest; copying the prompt's keys/values to those rows is not timed). -> (wall, CPU,
+    own prompt tokens, response tokens)."""
+    head = recommender.prompt_head
+    index = recommender.catalog.index_of_title
+    responses = [recommender.responses[index[t]] for t in titles]
+    start, cpu_start = time.perf_counter(), time.process_time()
+    _, cache, _, _ = prefill(model, [prompt], recommender.pad_id, head)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    cache.batch_repeat_interleave(len(responses))
+    width = max(map(len, responses))
+    ids = torch.tensor([r + [recommender.pad_id] * (width - len(r)) for r in responses])
+    mask = torch.cat(
+        [torch.ones((len(responses), len(prompt)), dtype=torch.long),
+         torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in responses])], 1,
+    )  # fmt: skip
+    positions = (len(prompt) + torch.arange(width)).expand(len(responses), -1)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    forward(model, ids, mask, positions, cache)
+    wall += time.perf_counter() - start
+    cpu += time.process_time() - cpu_start
+    own = len(prompt) - (len(head) if head and head.applies([prompt]) else 0)
+    return wall, cpu, own, sum(map(len, responses))
+
+
+def head_to_head(model, tokenizer, titles, histories, args, threads: int) -> dict:
+    """cftrec (with and without the shared prompt head) and the D3 approach on the same
+    batches, interleaved, at `threads` torch threads; and the floor per user."""
+    torch.set_num_threads(threads)
+    catalog = Catalog(titles, titles)
+    ours = LLMRecommender(model, tokenizer, catalog, batch_size=args.batch_size)
+    plain = LLMRecommender(model, tokenizer, catalog, batch_size=args.batch_size, share_head=False)
+    ours.recommend(histories[:1], k=args.beams, num_beams=args.beams)  # computes the head once
+    prompts = ours.prompts(histories)
+    totals = {name: {"wall": 0.0, "cpu": 0.0, "mem": [], "split": {}} for name in
+              ("cftrec", "cftrec_no_head", "d3", "floor")}  # fmt: skip
+    same = same_no_head = 0
+    score_gap = 0.0
+    tokens = {"own_prompt": 0, "response": 0}
+
+    def run(name, fn, *fn_args, **fn_kwargs):
+        with ForwardSplit(model) as split:
+            result, t, c, m = timed(fn, *fn_args, **fn_kwargs)
+        entry = totals[name]
+        entry["wall"] += t
+        entry["cpu"] += c
+        entry["mem"].append(m)
+        for part, (wall, cpu) in split.seconds.items():
+            entry["split"][part] = [a + b for a, b in zip(entry["split"].get(part, [0, 0]),
+                                                          (wall, cpu), strict=True)]  # fmt: skip
+        entry["split"].setdefault("search", [0.0, 0.0])
+        entry["split"]["search"][0] += t - split.seconds["prefill"][0] - split.seconds["steps"][0]
+        entry["split"]["search"][1] += c - split.seconds["prefill"][1] - split.seconds["steps"][1]
+        return result
+
+    for start in range(0, args.users, args.batch_size):
+        batch = histories[start : start + args.batch_size]
+        batch_prompts = prompts[start : start + args.batch_size]
+        mine = run("cftrec", ours.recommend, batch, k=args.beams, num_beams=args.beams,
+                   exclude_history=False)  # fmt: skip
+        unshared = run("cftrec_no_head", plain.recommend, batch, k=args.beams,
+                       num_beams=args.beams, exclude_history=False)  # fmt: skip
+        d3_lists, d3_scores = run("d3", d3_generate, model, ours, batch_prompts, args.beams)
+        for row, theirs, their_scores, other in zip(mine, d3_lists, d3_scores, unshared,
+                                                    strict=True):  # fmt: skip
+            same += [r.title for r in row] == theirs
+            same_no_head += [r.title for r in row] == [r.title for r in other]
+            score_gap = max(
+                score_gap, *(abs(r.score - s) for r, s in zip(row, their_scores, strict=True))
+            )
+        for prompt, row in zip(batch_prompts, mine, strict=True):
+            wall, cpu, own, response = floor_pass(model, ours, prompt, [r.title for r in row])
+            totals["floor"]["wall"] += wall
+            totals["floor"]["cpu"] += cpu
+            tokens["own_prompt"] += own
+            tokens["response"] += response
+        print(
+            f"  {threads} thread(s), users {start + len(batch)}/{args.users}: cftrec "
+            f"{totals['cftrec']['cpu']:.1f} CPU s, D3 {totals['d3']['cpu']:.1f}",
+            flush=True,
+        )
+
+    users = args.users
+    per_user = {
+        name: {
+            "wall_s_per_user": entry["wall"] / users,
+            "cpu_s_per_user": entry["cpu"] / users,
+            **({"peak_extra_mb": max(entry["mem"])} if entry["mem"] else {}),
+            **{f"{part}_{kind}_s_per_user": value / users
+               for part, (wall, cpu) in entry["split"].items()
+               for kind, value in (("wall", wall), ("cpu", cpu))},
+        }
+        for name, entry in totals.items()
+    }  # fmt: skip
+    ours_t, d3_t, floor_t = (totals[n] for n in ("cftrec", "d3", "floor"))
+    return {
+        "threads": threads,
+        "users": users,
+        "batch_size": args.batch_size,
+        "beams": args.beams,
+        "per_user": per_user,
+        "vs_d3_wall": d3_t["wall"] / ours_t["wall"],
+        "vs_d3_cpu": d3_t["cpu"] / ours_t["cpu"],
+        "vs_floor_wall": ours_t["wall"] / floor_t["wall"],
+        "vs_floor_cpu": ours_t["cpu"] / floor_t["cpu"],
+        "head_saving_cpu": totals["cftrec_no_head"]["cpu"] / ours_t["cpu"],
+        "floor_tokens_per_user": {k: v / users for k, v in tokens.items()},
+        "identical_top10_lists_vs_d3": same,
+        "identical_top10_lists_vs_no_head": same_no_head,
+        "max_score_difference_vs_d3": score_gap,
+    }
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--beams", type=int, default=10)
-    parser.add_argument("--scaling-users", type=int, default=4)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--scaling-users",
+        type=int,
+        default=0,
+        help="users per point of the catalogue-size/beams scaling (0: skip)",
+    )
+    parser.add_argument("--note", default="", help="machine state to record (e.g. idle)")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -136,50 +286,17 @@ def main():
     full = LLMRecommender(model, tokenizer, Catalog(titles, titles), batch_size=args.batch_size)
     prompts = full.prompts(histories)
     print(f"{len(titles)} titles, trie of {full.trie.num_nodes} nodes, "
-          f"prompt length {sum(map(len, prompts)) / len(prompts):.0f} tokens")  # fmt: skip
+          f"prompt length {sum(map(len, prompts)) / len(prompts):.0f} tokens, "
+          f"shared head {len(full.prompt_head)} tokens")  # fmt: skip
 
-    # --- head to head, interleaved per batch
-    ours_time = d3_time = ours_cpu = d3_cpu = 0.0
-    ours_mem, d3_mem, same, score_gap = [], [], 0, 0.0
-    for start in range(0, args.users, args.batch_size):
-        batch = histories[start : start + args.batch_size]
-        ours, t, c, m = timed(full.recommend, batch, k=args.beams, num_beams=args.beams)
-        ours_time, ours_cpu = ours_time + t, ours_cpu + c
-        ours_mem.append(m)
-        batch_prompts = prompts[start : start + args.batch_size]
-        (d3_lists, d3_scores), t, c, m = timed(d3_generate, model, full, batch_prompts, args.beams)
-        d3_time, d3_cpu = d3_time + t, d3_cpu + c
-        d3_mem.append(m)
-        for mine, theirs, their_scores in zip(ours, d3_lists, d3_scores, strict=True):
-            same += [r.title for r in mine] == theirs
-            score_gap = max(
-                score_gap, *(abs(r.score - s) for r, s in zip(mine, their_scores, strict=True))
-            )
-        print(
-            f"users {start + len(batch)}/{args.users}: cftrec {ours_time:.1f}s, D3 {d3_time:.1f}s"
-        )
-    head = {
-        "users": args.users,
-        "batch_size": args.batch_size,
-        "beams": args.beams,
-        "titles": len(titles),
-        "cftrec_users_per_s": args.users / ours_time,
-        "d3_users_per_s": args.users / d3_time,
-        "speedup_wall": d3_time / ours_time,
-        "cftrec_cpu_s_per_user": ours_cpu / args.users,
-        "d3_cpu_s_per_user": d3_cpu / args.users,
-        "speedup_cpu_time": d3_cpu / ours_cpu,
-        "identical_top10_lists": same,
-        "max_score_difference": score_gap,
-        "cftrec_peak_extra_mb": max(ours_mem),
-        "d3_peak_extra_mb": max(d3_mem),
-    }
-    print(json.dumps(head, indent=2))
+    runs = [head_to_head(model, tokenizer, titles, histories, args, n) for n in args.threads]
+    for entry in runs:
+        print(json.dumps(entry, indent=2))
 
     # --- scaling of cftrec's beam search: catalogue size and beams
-    users = histories[: args.scaling_users]
     scaling = []
-    for size in (200, 400, 800, len(titles)):
+    users = histories[: args.scaling_users]
+    for size in (200, 400, 800, len(titles)) if users else ():
         subset = titles[:size]
         rec = LLMRecommender(model, tokenizer, Catalog(subset, subset), batch_size=args.batch_size)
         _ = rec.trie  # built once per catalogue, not part of the per-user cost
@@ -188,14 +305,22 @@ def main():
         _, t, c, _ = timed(rec.recommend, hist, k=10, num_beams=10)
         scaling.append({"titles": size, "beams": 10, "cpu_s_per_user": c / len(hist)})
         print(scaling[-1])
-    for beams in (1, 5, 10, 20):
+    for beams in (1, 5, 10, 20) if users else ():
         _, t, c, _ = timed(full.recommend, users, k=10, num_beams=beams)
         scaling.append({"titles": len(titles), "beams": beams, "cpu_s_per_user": c / len(users)})
         print(scaling[-1])
 
-    machine = "2-core CPU, shared"
-    record = {"date": date.today().isoformat(), "machine": machine, "model": "SmolLM2-135M-Instruct",
-              "head_to_head": head, "scaling": scaling}  # fmt: skip
+    record = {
+        "date": date.today().isoformat(),
+        "machine": f"{os.cpu_count()}-core CPU" + (f", {args.note}" if args.note else ""),
+        "load_average_at_start": os.getloadavg(),
+        "model": "SmolLM2-135M-Instruct",
+        "titles": len(titles),
+        "prompt_tokens_per_user": sum(map(len, prompts)) / len(prompts),
+        "shared_head_tokens": len(full.prompt_head),
+        "runs": runs,
+        **({"scaling": scaling} if scaling else {}),
+    }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "decoding.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {RESULTS / 'decoding.json'}")

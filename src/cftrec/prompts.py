@@ -154,6 +154,18 @@ class PromptEncoder:
             self._counterfactual_ids = self._encode_prompt_text(text)
         return list(self._counterfactual_ids)
 
+    def head_ids(self) -> list[int]:
+        """The tokens every factual prompt starts with (the template before the first history
+        title): the common token prefix of one-title prompts whose titles begin differently,
+        less its last token, which a tokenizer may merge with the text that follows it.
+        Decoding reuses their keys/values only for prompts that really start with them."""
+        probes = ("a", "Z", "1", "(", " x", '"')
+        encoded = [self._encode_prompt_text(self.template.factual_prompt([t])) for t in probes]
+        size = 0
+        while all(len(ids) > size and ids[size] == encoded[0][size] for ids in encoded):
+            size += 1
+        return list(encoded[0][: max(0, size - 1)])
+
     def response_ids(self, title: str) -> list[int]:
         """Token ids of the response: the quoted title, then EOS."""
         ids = self.tokenizer(self.template.response(title), add_special_tokens=False)["input_ids"]

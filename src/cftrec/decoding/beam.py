@@ -26,6 +26,7 @@ import torch
 from . import shared_prefix
 from .guidance import branch_log_probs, mix
 from .lm import feed_step, prefill
+from .tails import chain_below, reusable, single_title, tail_scores
 from .trie import TitleTrie
 
 NEG_INF = float("-inf")
@@ -42,16 +43,19 @@ def constrained_beam_search(
     assistant_log_mass: torch.Tensor | None = None,
     guidance_scale: float = 1.0,
     share_prompt: bool = True,
+    head=None,
+    score_tails: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """-> (title indices [B, W], scores [B, W]), best first; -1 / -inf where fewer than W.
 
     `assistant_log_mass` [B, N]: the assistant's log mass per trie node (guidance.node_log_mass).
-    `share_prompt=False` forces the plain per-beam cache (same results, slower).
+    `share_prompt=False` forces the plain per-beam cache (same results, slower). `head`: the
+    prompts' shared head (prompt_head.PromptHead), prefilled once per process.
     """
     with shared_prefix.attention(model):
         return _search(
             model, prompts, trie, num_beams, pad_id, length_penalty, assistant_log_mass,
-            guidance_scale, share_prompt,
+            guidance_scale, share_prompt, head, score_tails,
         )  # fmt: skip
 
 
@@ -65,6 +69,8 @@ def _search(
     assistant_log_mass: torch.Tensor | None,
     guidance_scale: float,
     share_prompt: bool,
+    head,
+    score_tails: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     from transformers import DynamicCache
 
@@ -74,7 +80,7 @@ def _search(
     # normalisation, and guidance weights g in [0, 1] (g > 1 can add positive terms).
     guided = assistant_log_mass is not None
     monotone = length_penalty == 0 and (not guided or 0 <= guidance_scale <= 1)
-    log_probs, cache, prompt_mask, prompt_len = prefill(model, prompts, pad_id)
+    log_probs, cache, prompt_mask, prompt_len = prefill(model, prompts, pad_id, head)
     device = log_probs.device
     prefix = None
     if share_prompt and shared_prefix.supports(model, cache):
@@ -151,13 +157,61 @@ def _search(
         users, scores = users[keep_users], run_scores
         pool_scores, pool_titles = pool_scores[keep_users], pool_titles[keep_users]
         prompt_mask, prompt_len = prompt_mask[keep_users], prompt_len[keep_users]
-
-        # Feed the chosen tokens: one new position per beam row.
         if prefix is not None and len(keep_users) < active:
             prefix = prefix.select(keep_users)
+
+        # A user whose every live beam has a single title left below it: under the rules
+        # above each of those beams runs to its title's end and enters the pool (there are at
+        # most W candidates per step from now on), so its tails are scored in one pass.
+        fixed = None
+        if score_tails and reusable(cache):
+            fixed = (single_title(trie, nodes) | (scores == NEG_INF)).all(1)
+        if fixed is not None and bool(fixed.any()):
+            ended = fixed.nonzero().squeeze(1)
+            tails, lengths, titles = chain_below(trie, nodes[ended].view(-1), pad_id)
+            llm = tail_scores(
+                model, next_tokens[ended].view(-1), tails, lengths,
+                cache, _row_index(ended, live), prompt_mask[ended], prompt_len[ended], step,
+                prefix.select(ended) if prefix is not None else None,
+            )  # fmt: skip
+            total = scores[ended].view(-1)
+            for position in range(tails.shape[1]):  # in the order the stepwise search adds
+                step_scores = llm[:, position] if mass is None else mix(
+                    llm[:, position], torch.zeros_like(llm[:, position]), guidance_scale
+                )  # a single-title branch has assistant log-prob 0  # fmt: skip
+                total = total + step_scores
+            length = (step + 1 + lengths).float()
+            total = (total / length**length_penalty).masked_fill(total == NEG_INF, NEG_INF)
+            titles = titles.masked_fill(total == NEG_INF, -1)
+            merged_scores = torch.cat([pool_scores[ended], total.view(len(ended), -1)], 1)
+            merged_titles = torch.cat([pool_titles[ended], titles.view(len(ended), -1)], 1)
+            best, keep = merged_scores.topk(width, dim=1)
+            out_scores[users[ended]] = best
+            out_titles[users[ended]] = merged_titles.gather(1, keep)
+            going = (~fixed).nonzero().squeeze(1)
+            if len(going) == 0:
+                break
+            cache.reorder_cache(_row_index(going, live))
+            users, scores, nodes = users[going], scores[going], nodes[going]
+            next_tokens, pool_scores, pool_titles = (
+                next_tokens[going],
+                pool_scores[going],
+                pool_titles[going],
+            )
+            prompt_mask, prompt_len = prompt_mask[going], prompt_len[going]
+            if prefix is not None:
+                prefix = prefix.select(going)
+
+        # Feed the chosen tokens: one new position per beam row.
         log_probs, cache = feed_step(
             model, next_tokens, cache, prompt_mask, prompt_len, step, prefix
         )
     else:  # every path ends within max_length tokens, so this only catches a broken trie
         raise RuntimeError("constrained beam search did not finish within the longest title")
     return out_titles, out_scores
+
+
+def _row_index(users: torch.Tensor, rows_per_user: int) -> torch.Tensor:
+    """The cache rows of `users` (positions among the active users), `rows_per_user` each."""
+    offsets = torch.arange(rows_per_user, device=users.device)
+    return (users.unsqueeze(1) * rows_per_user + offsets).view(-1)

@@ -57,11 +57,13 @@ def exact_top_k(
     excluded: Sequence[Sequence[int]] | None = None,
     share_prompt: bool = True,
     stats: ExactStats | None = None,
+    head=None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """-> (title indices [B, K], scores [B, K]), best first; -1 / -inf where fewer than K.
 
     `excluded[b]`: title indices user b must not get (its history, say); the K titles are the
     best of the others. `assistant_log_mass` [B, N]: D3 guidance (guidance.node_log_mass).
+    `head`: the prompts' shared head (prompt_head.PromptHead), prefilled once per process.
     """
     check_exact_applies(0.0, guidance_scale if assistant_log_mass is not None else None)
     stats = stats if stats is not None else ExactStats()
@@ -71,8 +73,9 @@ def exact_top_k(
     for row, titles in enumerate(excluded):
         blocked[row, titles] = True
     bound = _lower_bound(
-        model, prompts, trie, k, pad_id, assistant_log_mass, guidance_scale, blocked, share_prompt
-    )
+        model, prompts, trie, k, pad_id, assistant_log_mass, guidance_scale, blocked, share_prompt,
+        head,
+    )  # fmt: skip
     # One walk per user: a walk holds the keys/values of every open prefix, thousands for a
     # flat model, and all 8 users of a batch walked together took 13.6 GB on MovieLens-100k.
     with shared_prefix.attention(model):
@@ -81,7 +84,7 @@ def exact_top_k(
                 model, [prompt], trie, k, pad_id,
                 None if assistant_log_mass is None else assistant_log_mass[row : row + 1],
                 guidance_scale, blocked[row : row + 1], bound[row : row + 1] - BOUND_SLACK,
-                share_prompt, stats,
+                share_prompt, stats, head,
             )
             for row, prompt in enumerate(prompts)
         ]  # fmt: skip
@@ -89,14 +92,14 @@ def exact_top_k(
 
 
 def _lower_bound(
-    model, prompts, trie, k, pad_id, mass, guidance_scale, blocked, share_prompt
+    model, prompts, trie, k, pad_id, mass, guidance_scale, blocked, share_prompt, head
 ) -> torch.Tensor:
     """[B]: the K-th best score among the allowed titles of a beam search wide enough to hold
     K of them (-inf when it found fewer)."""
     width = min(trie.num_titles, k + int(blocked.sum(1).max()))
     titles, scores = constrained_beam_search(
         model, prompts, trie, width, pad_id, assistant_log_mass=mass,
-        guidance_scale=guidance_scale, share_prompt=share_prompt,
+        guidance_scale=guidance_scale, share_prompt=share_prompt, head=head,
     )  # fmt: skip
     titles, scores = titles.cpu(), scores.cpu()
     allowed = (titles >= 0) & ~blocked.gather(1, titles.clamp_min(0))
@@ -107,12 +110,13 @@ def _lower_bound(
 
 
 def _walk(
-    model, prompts, trie, k, pad_id, mass, guidance_scale, blocked, bound, share_prompt, stats
-) -> tuple[torch.Tensor, torch.Tensor]:
+    model, prompts, trie, k, pad_id, mass, guidance_scale, blocked, bound, share_prompt, stats,
+    head=None,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     from transformers import DynamicCache
 
     batch = len(prompts)
-    log_probs, cache, prompt_mask, prompt_len = prefill(model, prompts, pad_id)
+    log_probs, cache, prompt_mask, prompt_len = prefill(model, prompts, pad_id, head)
     device = log_probs.device
     prefix = None
     if share_prompt and shared_prefix.supports(model, cache):

@@ -42,17 +42,21 @@ def score_all_titles(
     rows_per_pass: int | None = None,
     length_penalty: float = 0.0,
     share_prompt: bool = True,
+    head=None,
 ) -> torch.Tensor:
     """-> [B, T]: sum of log P(response token) for every (prompt, title), divided by
     len(response) ** length_penalty (0: the plain sum, as in beam search).
 
     `rows_per_pass`: titles per forward pass (default 512 with the shared prompt, where a pass
     feeds one token per title; 64 with the copied cache, where it feeds whole titles).
-    `share_prompt=False` forces the copied cache (same results, slower)."""
+    `share_prompt=False` forces the copied cache (same results, slower). `head`: the prompts'
+    shared head (prompt_head.PromptHead), prefilled once per process."""
     scores = []
     with shared_prefix.attention(model):
         for prompt in prompts:
-            first_log_probs, cache, prompt_mask, _ = prefill(model, [prompt], pad_id)  # [1, V]
+            first_log_probs, cache, prompt_mask, _ = prefill(
+                model, [prompt], pad_id, head
+            )  # [1, V]
             device = first_log_probs.device
             if share_prompt and shared_prefix.supports(model, cache):
                 prefix = shared_prefix.SharedPrefix.from_cache(cache, prompt_mask)

@@ -49,11 +49,22 @@ def forward(model, ids, mask, positions, cache=None, logits_to_keep: int = 0, **
     return out, output_cache(out)
 
 
-def prefill(model, prompts: Sequence[Sequence[int]], pad_id: int):
-    """Run the prompts once. -> (next-token log-probs [B, V], cache, mask [B, L], lengths [B])."""
-    ids, mask = left_pad(prompts, pad_id, model_device(model))
-    positions = (mask.cumsum(-1) - 1).clamp_min(0)
-    out, cache = forward(model, ids, mask, positions, logits_to_keep=1)
+def prefill(model, prompts: Sequence[Sequence[int]], pad_id: int, head=None):
+    """Run the prompts once. -> (next-token log-probs [B, V], cache, mask [B, L], lengths [B]).
+
+    With a `head` (prompt_head.PromptHead) that every prompt starts with, only the tokens after
+    it are run, on top of its keys/values; the cache then holds [head; padding; own tokens] and
+    the mask is 0 on the padding in the middle (positions count real tokens, as always)."""
+    device = model_device(model)
+    cache = head.cache_for(model, len(prompts)) if head and head.applies(prompts) else None
+    if cache is None:
+        ids, mask = left_pad(prompts, pad_id, device)
+        positions = (mask.cumsum(-1) - 1).clamp_min(0)
+    else:
+        ids, own = left_pad([p[len(head) :] for p in prompts], pad_id, device)
+        positions = len(head) + (own.cumsum(-1) - 1).clamp_min(0)
+        mask = torch.cat([own.new_ones((len(prompts), len(head))), own], 1)
+    out, cache = forward(model, ids, mask, positions, cache, logits_to_keep=1)
     log_probs = out.logits[:, -1].float().log_softmax(-1)
     return log_probs, cache, mask, mask.sum(-1)
 

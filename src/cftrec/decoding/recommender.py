@@ -29,6 +29,7 @@ from ..errors import CftrecError
 from ..prompts import PromptEncoder
 from ..recommendation import Recommendation
 from .methods import DECODING_METHODS, check_exact_applies, decoding_method, resolve_beams
+from .prompt_head import PromptHead
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class LLMRecommender:
         batch_size: int = 8,
         embedding_cache_dir: str | Path | None = None,
         device=None,
+        share_head: bool = True,
     ):
         if isinstance(titles_or_catalog, Catalog):
             self.catalog = titles_or_catalog
@@ -70,6 +72,9 @@ class LLMRecommender:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.eos_id = tokenizer.eos_token_id
         self._title_embeddings: torch.Tensor | None = None
+        # The template's opening tokens, prefilled once and reused by every search
+        # (`share_head=False`: every prompt prefilled in full; same results, slower).
+        self.prompt_head = PromptHead(self.encoder.head_ids()) if share_head else None
 
     @classmethod
     def from_run(cls, run_dir: str | Path, dtype: str | None = None, **options) -> LLMRecommender:
@@ -236,7 +241,7 @@ class LLMRecommender:
         chunks = [
             score_all_titles(
                 self.model, prompts[s : s + size], self.responses, self.pad_id,
-                length_penalty=self.length_penalty,
+                length_penalty=self.length_penalty, head=self.prompt_head,
             )
             for s in range(0, len(prompts), size)
         ]  # fmt: skip
@@ -250,7 +255,7 @@ class LLMRecommender:
             self.model, prompts, self.trie, num_beams, self.pad_id,
             length_penalty=self.length_penalty,
             assistant_log_mass=self._assistant_mass(assistant, histories),
-            guidance_scale=guidance_scale,
+            guidance_scale=guidance_scale, head=self.prompt_head,
         )  # fmt: skip
         return self._lists(titles, scores, k)
 
@@ -276,7 +281,7 @@ class LLMRecommender:
         titles, scores = exact_top_k(
             self.model, prompts, self.trie, min(k, len(self.catalog.titles)), self.pad_id,
             assistant_log_mass=self._assistant_mass(assistant, histories),
-            guidance_scale=guidance_scale, excluded=excluded,
+            guidance_scale=guidance_scale, excluded=excluded, head=self.prompt_head,
         )  # fmt: skip
         return self._lists(titles, scores, k)
 
@@ -284,8 +289,9 @@ class LLMRecommender:
         from .exhaustive import score_all_titles
 
         scores = score_all_titles(
-            self.model, prompts, self.responses, self.pad_id, length_penalty=self.length_penalty
-        ).cpu()
+            self.model, prompts, self.responses, self.pad_id, length_penalty=self.length_penalty,
+            head=self.prompt_head,
+        ).cpu()  # fmt: skip
         # Stable sort over the catalogue order: ties keep catalogue order (deterministic).
         order = scores.argsort(dim=1, descending=True, stable=True)[:, :k]
         return [

@@ -81,8 +81,9 @@ _NEUTRAL_KWARGS = {"position_ids", "use_cache", "output_attentions"}
 
 
 def _attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
-    """query [R, Hq, 1, D]; key/value [R, Hkv, t, D]: the response tokens of each beam row.
-    Rows are grouped by user (R = A * W). Returns ([R, 1, Hq, D], None) like SDPA."""
+    """query [R, Hq, q, D]: q new tokens per row (1 in a search step, a title's tail when one
+    is scored in one pass); key/value [R, Hkv, t, D]: the response tokens of each row, the new
+    ones last. Rows are grouped by user (R = A * W). Returns ([R, q, Hq, D], None) like SDPA."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     prefix: SharedPrefix | None = kwargs.pop("shared_prefix", None)
@@ -95,26 +96,36 @@ def _attention(module, query, key, value, attention_mask, dropout=0.0, scaling=N
         raise RuntimeError(f"shared-prefix attention cannot apply {', '.join(unapplied)}")
     prompt_keys, prompt_values = prefix.keys[module.layer_idx], prefix.values[module.layer_idx]
     users, kv_heads, length, dim = prompt_keys.shape
-    rows, q_heads = query.shape[0], query.shape[1]
+    rows, q_heads, new = query.shape[0], query.shape[1], query.shape[2]
     beams, group = rows // users, q_heads // kv_heads  # query head h reads kv head h // group
+    width = group * new  # the queries of one kv head in one row
     scaling = scaling if scaling is not None else dim**-0.5
 
     # Prompt part: all beams of a user against its prompt in one matmul.
-    q = query.reshape(users, beams, kv_heads, group, dim).transpose(1, 2)
-    q = q.reshape(users, kv_heads, beams * group, dim)
-    prompt_scores = (q @ prompt_keys.transpose(-1, -2)) * scaling + prefix.bias  # [A,Hkv,W*g,L]
-    prompt_scores = prompt_scores.view(users, kv_heads, beams, group, length).transpose(1, 2)
-    # Response part: each row against its own response tokens.
-    q_rows = query.reshape(rows, kv_heads, group, dim)
-    response_scores = (q_rows @ key.transpose(-1, -2)) * scaling  # [R, Hkv, g, t]
-    scores = torch.cat([prompt_scores.reshape(rows, kv_heads, group, length), response_scores], -1)
-    probs = scores.float().softmax(-1).to(query.dtype)  # [R, Hkv, g, L + t]
+    q = query.reshape(users, beams, kv_heads, width, dim).transpose(1, 2)
+    q = q.reshape(users, kv_heads, beams * width, dim)
+    prompt_scores = (q @ prompt_keys.transpose(-1, -2)) * scaling + prefix.bias  # [A,Hkv,W*w,L]
+    prompt_scores = prompt_scores.view(users, kv_heads, beams, width, length).transpose(1, 2)
+    # Response part: each row against its own response tokens, causal among the new ones.
+    q_rows = query.reshape(rows, kv_heads, width, dim)
+    response_scores = (q_rows @ key.transpose(-1, -2)) * scaling  # [R, Hkv, w, t]
+    if new > 1:
+        total = key.shape[2]
+        future = torch.arange(total, device=query.device) > (
+            total - new + torch.arange(new, device=query.device)
+        ).unsqueeze(1)  # [q, t]: key j is after query i
+        response_scores = response_scores.view(rows, kv_heads, group, new, total)
+        response_scores = response_scores.masked_fill(future, float("-inf")).view(
+            rows, kv_heads, width, total
+        )
+    scores = torch.cat([prompt_scores.reshape(rows, kv_heads, width, length), response_scores], -1)
+    probs = scores.float().softmax(-1).to(query.dtype)  # [R, Hkv, w, L + t]
 
-    prompt_probs = probs[..., :length].reshape(users, beams, kv_heads, group, length)
-    prompt_probs = prompt_probs.transpose(1, 2).reshape(users, kv_heads, beams * group, length)
-    out = (prompt_probs @ prompt_values).view(users, kv_heads, beams, group, dim).transpose(1, 2)
-    out = out.reshape(rows, kv_heads, group, dim) + probs[..., length:] @ value  # [R, Hkv, g, D]
-    return out.reshape(rows, 1, q_heads, dim), None
+    prompt_probs = probs[..., :length].reshape(users, beams, kv_heads, width, length)
+    prompt_probs = prompt_probs.transpose(1, 2).reshape(users, kv_heads, beams * width, length)
+    out = (prompt_probs @ prompt_values).view(users, kv_heads, beams, width, dim).transpose(1, 2)
+    out = out.reshape(rows, kv_heads, width, dim) + probs[..., length:] @ value  # [R, Hkv, w, D]
+    return out.reshape(rows, q_heads, new, dim).transpose(1, 2), None
 
 
 @contextlib.contextmanager

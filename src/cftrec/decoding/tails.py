@@ -1,0 +1,116 @@
+"""Title tails: where a search row's trie node has a single title below it, the rest of that
+title is known, so it is scored in one forward pass instead of one pass per token.
+
+After the first few tokens almost every prefix of a catalogue title is unique (MovieLens-100k:
+every beam of every user is on such a path by step 8 of 23), and a search step costs about a
+full read of the model's weights whatever the number of rows, so scoring the tails at once
+removes most of the steps. The token log-probabilities are those of the stepwise search up to
+float rounding (a pass over several tokens groups the arithmetic differently).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .lm import forward
+from .shared_prefix import SharedPrefix
+from .trie import TitleTrie
+
+# Response positions scored per forward pass (rows x tail length): bounds the logits held at
+# once (positions x vocabulary floats, about 200 MB for SmolLM2's vocabulary).
+TAIL_POSITIONS = 1024
+
+
+def reusable(cache) -> bool:
+    """Whether the search cache's rows can be copied into a plain cache for a tail pass (every
+    layer a plain full-length one; a sliding window keeps only recent tokens)."""
+    from transformers.cache_utils import DynamicLayer
+
+    return all(type(layer) is DynamicLayer for layer in cache.layers)
+
+
+def single_title(trie: TitleTrie, nodes: torch.Tensor) -> torch.Tensor:
+    """Whether exactly one title lies below each node (its tail is fixed)."""
+    return (trie.title_hi[nodes] - trie.title_lo[nodes]) == 1
+
+
+def chain_below(trie: TitleTrie, nodes: torch.Tensor, pad_id: int):
+    """The tokens from each node down to its only title (EOS included), right-padded.
+
+    nodes [R] with one title below each -> (tokens [R, M], lengths [R], title indices [R]);
+    a node that ends a title already has length 0."""
+    tokens, moved, current = [], [], nodes
+    last_edge = len(trie.child_token) - 1
+    for _ in range(trie.max_length):
+        has_child = trie.child_count[current] > 0
+        if not bool(has_child.any()):
+            break
+        edge = trie.child_ptr[current].clamp_max(last_edge)
+        tokens.append(torch.where(has_child, trie.child_token[edge], pad_id))
+        moved.append(has_child)
+        current = torch.where(has_child, trie.child_node[edge], current)
+    if tokens:
+        stacked, lengths = torch.stack(tokens, 1), torch.stack(moved, 1).sum(1)
+    else:
+        stacked, lengths = nodes.new_zeros((len(nodes), 0)), nodes.new_zeros(len(nodes))
+    return stacked, lengths, trie.leaf_title[current]
+
+
+def tail_scores(
+    model,
+    first: torch.Tensor,
+    tails: torch.Tensor,
+    lengths: torch.Tensor,
+    cache,
+    cache_rows: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    prompt_len: torch.Tensor,
+    step: int,
+    prefix: SharedPrefix | None,
+) -> torch.Tensor:
+    """Log-probabilities of each row's tail tokens, one forward pass per chunk of users.
+
+    Rows are grouped by user, `rows // users` per user, as in the search. `first` [R]: the
+    token each row takes now (not yet fed); `tails` [R, M]: the tokens after it, `lengths`
+    valid. Row r's keys/values are row `cache_rows[r]` of `cache` (left unchanged), which
+    holds `step` response tokens per row (and the prompts, unless `prefix` holds them). -> [R, M] log P(tails[r, i] | prompt, response so far, first, tails[r, :i]),
+    0 past a row's length."""
+    users = len(prompt_len)
+    rows, span = tails.shape
+    per_user = rows // users
+    out = torch.zeros((rows, span), device=tails.device)
+    if span == 0:
+        return out
+    inputs = torch.cat([first.unsqueeze(1), tails[:, :-1]], 1)  # position i predicts tails[:, i]
+    chunk = max(1, TAIL_POSITIONS // (per_user * span))
+    for start in range(0, users, chunk):
+        group = torch.arange(start, min(start + chunk, users), device=tails.device)
+        index = group.unsqueeze(1) * per_user + torch.arange(per_user, device=group.device)
+        index = index.reshape(-1)
+        positions = (prompt_len[group].repeat_interleave(per_user) + step).unsqueeze(1)
+        positions = positions + torch.arange(span, device=positions.device)
+        rows_cache = _cache_rows(cache, cache_rows[index])
+        if prefix is not None:
+            result, _ = forward(model, inputs[index], None, positions, rows_cache,
+                                shared_prefix=prefix.select(group))  # fmt: skip
+        else:
+            seen = torch.ones((len(index), step + span), dtype=prompt_mask.dtype,
+                              device=prompt_mask.device)  # fmt: skip
+            mask = torch.cat([prompt_mask[group].repeat_interleave(per_user, 0), seen], 1)
+            result, _ = forward(model, inputs[index], mask, positions, rows_cache)
+        log_probs = result.logits.float().log_softmax(-1)  # [r, M, V]
+        out[index] = log_probs.gather(-1, tails[index].unsqueeze(-1)).squeeze(-1)
+    valid = torch.arange(span, device=tails.device) < lengths.unsqueeze(1)
+    return out.masked_fill(~valid, 0.0)
+
+
+def _cache_rows(cache, index: torch.Tensor):
+    """A new cache holding rows `index` of `cache` (which is left as it is)."""
+    from transformers import DynamicCache
+
+    rows = DynamicCache()
+    for layer, entry in enumerate(cache.layers):
+        if getattr(entry, "keys", None) is None or entry.keys.numel() == 0:
+            return DynamicCache()  # nothing cached yet (the first step with a shared prompt)
+        rows.update(entry.keys.index_select(0, index), entry.values.index_select(0, index), layer)
+    return rows
