@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from cftrec.data.dataset import Catalog
+from cftrec.decoding.beam import constrained_beam_search
 from cftrec.decoding.lm import forward, left_pad, prefill
 from cftrec.decoding.recommender import LLMRecommender
 from cftrec.modeling import load_model, load_tokenizer
@@ -175,17 +176,24 @@ def floor_pass(model, recommender: LLMRecommender, prompt, titles: list[str]):
 
 
 def head_to_head(model, tokenizer, titles, histories, args, threads: int) -> dict:
-    """cftrec (with and without the shared prompt head) and the D3 approach on the same
-    batches, interleaved, at `threads` torch threads; and the floor per user."""
+    """cftrec's constrained beam search (as shipped, and with the prompt head and the tail
+    passes each turned off) and the D3 approach on the same batches, interleaved, at
+    `threads` torch threads; and the floor per user."""
     torch.set_num_threads(threads)
     catalog = Catalog(titles, titles)
     ours = LLMRecommender(model, tokenizer, catalog, batch_size=args.batch_size)
-    plain = LLMRecommender(model, tokenizer, catalog, batch_size=args.batch_size, share_head=False)
     ours.recommend(histories[:1], k=args.beams, num_beams=args.beams)  # computes the head once
     prompts = ours.prompts(histories)
-    totals = {name: {"wall": 0.0, "cpu": 0.0, "mem": [], "split": {}} for name in
-              ("cftrec", "cftrec_no_head", "d3", "floor")}  # fmt: skip
-    same = same_no_head = 0
+    # cftrec as it ships, and with each saving turned off (the last one: the code before them)
+    variants = {
+        "cftrec": {"head": ours.prompt_head, "score_tails": True},
+        "cftrec_no_head": {"head": None, "score_tails": True},
+        "cftrec_no_tails": {"head": ours.prompt_head, "score_tails": False},
+        "cftrec_before": {"head": None, "score_tails": False},
+    }
+    totals = {name: {"wall": 0.0, "cpu": 0.0, "mem": [], "split": {}}
+              for name in (*variants, "d3", "floor")}  # fmt: skip
+    same = {name: 0 for name in variants}
     score_gap = 0.0
     tokens = {"own_prompt": 0, "response": 0}
 
@@ -204,29 +212,32 @@ def head_to_head(model, tokenizer, titles, histories, args, threads: int) -> dic
         entry["split"]["search"][1] += c - split.seconds["prefill"][1] - split.seconds["steps"][1]
         return result
 
+    def search(batch_prompts, head, score_tails):
+        titles, scores = constrained_beam_search(
+            model, batch_prompts, ours.trie, args.beams, ours.pad_id, head=head,
+            score_tails=score_tails,
+        )  # fmt: skip
+        names = [[ours.catalog.titles[t] for t in row if t >= 0] for row in titles.tolist()]
+        return names, scores.tolist()
+
     for start in range(0, args.users, args.batch_size):
-        batch = histories[start : start + args.batch_size]
         batch_prompts = prompts[start : start + args.batch_size]
-        mine = run("cftrec", ours.recommend, batch, k=args.beams, num_beams=args.beams,
-                   exclude_history=False)  # fmt: skip
-        unshared = run("cftrec_no_head", plain.recommend, batch, k=args.beams,
-                       num_beams=args.beams, exclude_history=False)  # fmt: skip
+        lists = {name: run(name, search, batch_prompts, **options)
+                 for name, options in variants.items()}  # fmt: skip
         d3_lists, d3_scores = run("d3", d3_generate, model, ours, batch_prompts, args.beams)
-        for row, theirs, their_scores, other in zip(mine, d3_lists, d3_scores, unshared,
-                                                    strict=True):  # fmt: skip
-            same += [r.title for r in row] == theirs
-            same_no_head += [r.title for r in row] == [r.title for r in other]
-            score_gap = max(
-                score_gap, *(abs(r.score - s) for r, s in zip(row, their_scores, strict=True))
-            )
+        mine, my_scores = lists["cftrec"]
+        for name in variants:
+            same[name] += sum(a == b for a, b in zip(lists[name][0], d3_lists, strict=True))
+        for row, theirs in zip(my_scores, d3_scores, strict=True):
+            score_gap = max(score_gap, *(abs(a - b) for a, b in zip(row, theirs, strict=True)))
         for prompt, row in zip(batch_prompts, mine, strict=True):
-            wall, cpu, own, response = floor_pass(model, ours, prompt, [r.title for r in row])
+            wall, cpu, own, response = floor_pass(model, ours, prompt, row)
             totals["floor"]["wall"] += wall
             totals["floor"]["cpu"] += cpu
             tokens["own_prompt"] += own
             tokens["response"] += response
         print(
-            f"  {threads} thread(s), users {start + len(batch)}/{args.users}: cftrec "
+            f"  {threads} thread(s), users {start + len(batch_prompts)}/{args.users}: cftrec "
             f"{totals['cftrec']['cpu']:.1f} CPU s, D3 {totals['d3']['cpu']:.1f}",
             flush=True,
         )
@@ -254,10 +265,9 @@ def head_to_head(model, tokenizer, titles, histories, args, threads: int) -> dic
         "vs_d3_cpu": d3_t["cpu"] / ours_t["cpu"],
         "vs_floor_wall": ours_t["wall"] / floor_t["wall"],
         "vs_floor_cpu": ours_t["cpu"] / floor_t["cpu"],
-        "head_saving_cpu": totals["cftrec_no_head"]["cpu"] / ours_t["cpu"],
+        "saving_cpu_vs": {name: totals[name]["cpu"] / ours_t["cpu"] for name in variants},
         "floor_tokens_per_user": {k: v / users for k, v in tokens.items()},
         "identical_top10_lists_vs_d3": same,
-        "identical_top10_lists_vs_no_head": same_no_head,
         "max_score_difference_vs_d3": score_gap,
     }
 

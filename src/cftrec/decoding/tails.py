@@ -17,8 +17,8 @@ from .shared_prefix import SharedPrefix
 from .trie import TitleTrie
 
 # Response positions scored per forward pass (rows x tail length): bounds the logits held at
-# once (positions x vocabulary floats, about 200 MB for SmolLM2's vocabulary).
-TAIL_POSITIONS = 1024
+# once (positions x vocabulary floats, about 100 MB for SmolLM2's vocabulary).
+TAIL_POSITIONS = 512
 
 
 def reusable(cache) -> bool:
@@ -98,8 +98,9 @@ def tail_scores(
                               device=prompt_mask.device)  # fmt: skip
             mask = torch.cat([prompt_mask[group].repeat_interleave(per_user, 0), seen], 1)
             result, _ = forward(model, inputs[index], mask, positions, rows_cache)
-        log_probs = result.logits.float().log_softmax(-1)  # [r, M, V]
-        out[index] = log_probs.gather(-1, tails[index].unsqueeze(-1)).squeeze(-1)
+        logits = result.logits.float()  # [r, M, V]; only the targets' log-probs are kept
+        target = logits.gather(-1, tails[index].unsqueeze(-1)).squeeze(-1)
+        out[index] = target - logits.logsumexp(-1)
     valid = torch.arange(span, device=tails.device) < lengths.unsqueeze(1)
     return out.masked_fill(~valid, 0.0)
 
