@@ -261,7 +261,7 @@ class LLMRecommender:
         from .guidance import assistant_title_log_probs, node_log_mass
 
         title_log_probs = assistant_title_log_probs(assistant, self.catalog, histories)
-        return node_log_mass(self.trie, title_log_probs.to(self.trie.leaf_order.device))
+        return node_log_mass(self.trie, title_log_probs.to(self.trie.leaf_title.device))
 
     def _lists(self, titles, scores, k) -> list[list[Recommendation]]:
         """Search output (title indices and scores [B, W], -1 where empty) as ranked lists."""
