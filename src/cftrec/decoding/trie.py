@@ -204,17 +204,16 @@ class TitleTrie:
         return node
 
     # ---------------------------------------------------------------- changes
-    def insert(self, ids: Sequence[int], name: str) -> int:
-        """Add a title with response `ids` as title index `num_titles`; returns that index. A
-        CftrecError (another title's tokens are a prefix of these, or the same) changes
-        nothing: nothing is written before the path is known to be free."""
-        ids = [int(t) for t in ids]
+    def check(self, ids: Sequence[int], name: str) -> tuple[int, int]:
+        """CftrecError if title `name` with response `ids` cannot join the trie (another
+        title's tokens are a prefix of these, or the same); else (the deepest existing node on
+        its path, its depth)."""
         node, depth = 0, 0
         while depth < len(ids):
             if self.leaf_title_[node] >= 0:
                 other = self.names[self.leaf_title_[node]]
                 raise CftrecError(f"title {name!r} continues past the end of {other!r}")
-            child, _ = self._find(node, ids[depth])
+            child, _ = self._find(node, int(ids[depth]))
             if child < 0:
                 break
             node, depth = child, depth + 1
@@ -222,8 +221,15 @@ class TitleTrie:
             leaf = self.leaf_title_[node]
             other = self.names[leaf] if leaf >= 0 else "another title"
             raise CftrecError(f"titles {name!r} and {other!r} have the same response tokens")
+        return node, depth
+
+    def insert(self, ids: Sequence[int], name: str) -> int:
+        """Add a title with response `ids` as title index `num_titles`; returns that index. A
+        CftrecError (see `check`) changes nothing: nothing is written before the path is
+        known to be free."""
+        node, depth = self.check(ids, name)
         for token in ids[depth:]:
-            node = self._add_child(node, token)
+            node = self._add_child(node, int(token))
         index = self.num_titles
         self.title_leaf_ = _grown(self.title_leaf_, index + 1)
         self.title_leaf_[index] = node

@@ -138,6 +138,7 @@ def create_app(
             yield
         finally:
             await batcher.stop()
+            service.close()  # the catalogue journal folded into the overlay
 
     api = FastAPI(
         title="cftrec",
@@ -190,16 +191,16 @@ def serve(
             run_dir,
             dtype=dtype,
             exclude_history=exclude_history,
+            hold_catalogue=True,
             **{"batch_size": batch_size, **(decoding or {})},
         )
     app = create_app(service, api_key=api_key, **app_options)
     if warning:
         console.print(f"[bold red]{warning}[/]")
-    changes = service.overlay
     console.print(
         f"serving [bold]{run_dir}[/] ({service.kind}, {service.model_name}, "
-        f"{len(service.catalog.titles)} titles; overlay +{len(changes['added'])} "
-        f"-{len(changes['removed'])} items) on http://{host}:{port}  docs: /docs  "
+        f"{len(service.catalog.titles)} titles; overlay +{len(service.added)} "
+        f"-{len(service.removed)} items) on http://{host}:{port}  docs: /docs  "
         f"auth: {'X-API-Key' if api_key else 'off'}"
     )
     config = uvicorn.Config(
