@@ -182,6 +182,8 @@ class LLMRecommender:
     def _set_embeddings(self, buffer: torch.Tensor, used: int, more=None) -> None:
         """Title embeddings = the first `used` rows of `buffer`, then the rows `more`; the
         buffer doubles when full (amortised O(1) per added title)."""
+        if buffer.is_inference():  # computed under inference_mode: rows are changed in place
+            buffer = buffer.clone()
         if more is not None:
             needed = used + len(more)
             if needed > len(buffer):

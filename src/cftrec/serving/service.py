@@ -240,7 +240,9 @@ class RecommendService:
     def _replay(self) -> None:
         """Start from the overlay saved beside the run and the journal's changes since."""
         overlay, entries = self.store.read()
-        changes = [(str(self.overlay_path), {"remove": overlay["removed"]})] if overlay["removed"] else []
+        changes = (
+            [(str(self.overlay_path), {"remove": overlay["removed"]})] if overlay["removed"] else []
+        )
         if overlay["added"]:
             pairs = [
                 (entry.get("item_id"), entry.get("title")) if isinstance(entry, dict) else ()
