@@ -15,6 +15,7 @@ from ..data.dataset import resolve_history
 from ..errors import CftrecError
 from .batcher import MicroBatcher
 from .guard import require_key
+from .journal import CatalogueBusy
 from .schemas import (
     BatchResponse,
     CatalogueChange,
@@ -24,7 +25,6 @@ from .schemas import (
     RequestLimits,
     request_models,
 )
-from .journal import CatalogueBusy
 from .service import CatalogueNotSaved, RecommendService
 
 MAX_PROBLEMS = 10  # unknown entries reported (with suggestions) per request: bounded work
