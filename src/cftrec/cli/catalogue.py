@@ -75,7 +75,8 @@ def _request(method: str, url: str, api_key: str | None, body: dict | None = Non
         except json.JSONDecodeError:
             return error.code, None
     except (urllib.error.URLError, OSError) as error:
-        raise CftrecError(f"{url}: cannot reach the server ({getattr(error, 'reason', error)})")
+        reason = getattr(error, "reason", error)
+        raise CftrecError(f"{url}: cannot reach the server ({reason})") from None
 
 
 def _line_named(message: str, items, lines, start: int = 0) -> int:
