@@ -57,8 +57,10 @@ def assert_same_as_fresh(trie: TitleTrie, live: list[tuple[int, ...]]) -> None:
         torch.testing.assert_close(mass[:, node], fresh_mass[:, fresh.walk(prefix)])
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_random_inserts_and_removals_match_a_fresh_build(seed):
+@pytest.mark.parametrize(("seed", "mirrored"), [(s, s % 2 == 1) for s in range(6)])
+def test_random_inserts_and_removals_match_a_fresh_build(seed, mirrored):
+    """`mirrored`: decoding reads copies of the arrays, as on an accelerator (here on the CPU:
+    the copies are only brought up to date by what each change touched)."""
     rng = random.Random(seed)
     live: list[tuple[int, ...]] = []
     while len(live) < 8:
@@ -66,7 +68,11 @@ def test_random_inserts_and_removals_match_a_fresh_build(seed):
         if candidate not in live:
             live.append(candidate)
     trie = TitleTrie([list(s) for s in live], [str(s) for s in live])
+    if mirrored:
+        trie.device = torch.device("cpu")  # what `to(accelerator)` sets
     assert_same_as_fresh(trie, live)
+    if mirrored:
+        assert trie.mirrors and trie.child_node.data_ptr() != trie.child_node_.ctypes.data
     for _ in range(60):
         if live and (rng.random() < 0.45 or len(live) > 30) and len(live) > 1:
             index = rng.randrange(len(live))

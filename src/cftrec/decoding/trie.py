@@ -130,7 +130,7 @@ class TitleTrie:
             return torch.from_numpy(host[:size])
         mirror = self.mirrors.get(name)
         if mirror is None or len(mirror) != len(host):
-            mirror = self.mirrors[name] = torch.from_numpy(host).to(self.device)
+            mirror = self.mirrors[name] = torch.from_numpy(host).to(self.device, copy=True)
         elif self.touched[group]:
             index = np.fromiter(self.touched[group], dtype=np.int64)
             mirror[torch.from_numpy(index).to(self.device)] = torch.from_numpy(host[index]).to(
