@@ -93,7 +93,7 @@ class Catalog:
                 self.titles.append(title)
                 new.append(title)
             holders.append(item_id)
-        self._forget_matches()
+        self._matches_changed(new, [item_id for item_id, _ in items], "add")
         return new
 
     def remove(self, item_ids: Iterable[str]) -> list[int]:
@@ -101,7 +101,7 @@ class Catalog:
         CftrecError, nothing changed). Returns the index of every title that left, in order:
         each time, the last title took that index."""
         gone = self.check_removal(item_ids)
-        left = []
+        left, left_titles = [], []
         for item_id in gone:
             title = self.title_of.pop(item_id)
             holders = self.items_of_title[title]
@@ -115,7 +115,8 @@ class Catalog:
                 self.titles[index] = last
                 self.index_of_title[last] = index
             left.append(index)
-        self._forget_matches()
+            left_titles.append(title)
+        self._matches_changed(left_titles, gone, "remove")
         return left
 
     def check_removal(self, item_ids: Iterable[str]) -> list[str]:
@@ -128,10 +129,15 @@ class Catalog:
             raise CftrecError("cannot remove every item of the catalogue")
         return gone
 
-    def _forget_matches(self) -> None:
-        """Drop the close-match indexes: rebuilt on their next use."""
-        self.__dict__.pop("title_matches", None)
-        self.__dict__.pop("item_id_matches", None)
+    def _matches_changed(self, titles: list[str], item_ids: list[str], change: str) -> None:
+        """Keep the close-match indexes built so far up to date (dropped when mostly removed
+        strings: rebuilt on their next use)."""
+        for name, strings in (("title_matches", titles), ("item_id_matches", item_ids)):
+            matches = self.__dict__.get(name)
+            if matches is not None:
+                getattr(matches, change)(strings)
+                if matches.stale:
+                    del self.__dict__[name]
 
     def __contains__(self, item_id: object) -> bool:
         return item_id in self.title_of

@@ -153,14 +153,7 @@ class RecommendService:
         if not needle:
             return []
         matches = catalog.title_matches
-        found = sorted(
-            (
-                title
-                for key, title in zip(matches.keys, matches.originals, strict=True)
-                if needle in key
-            ),
-            key=len,
-        )[:limit]
+        found = sorted((title for key, title in matches.live() if needle in key), key=len)[:limit]
         if len(found) < limit:
             fuzzy = matches.find(needle, limit, cutoff=0.6)
             found += [title for title in fuzzy if title not in found][: limit - len(found)]
