@@ -86,7 +86,7 @@ class LLMRecommender:
     @cached_property
     def responses(self) -> list[list[int]]:
         """Response token ids of every distinct title, exactly as training used them."""
-        return [self.encoder.response_ids(title) for title in self.catalog.titles]
+        return self.encoder.responses_ids(self.catalog.titles)
 
     @cached_property
     def trie(self):
@@ -131,7 +131,7 @@ class LLMRecommender:
         if taken:
             raise CftrecError(f"item id {taken[0]!r} is already in the catalogue")
         titles = dict.fromkeys(t for _, t in pairs if t not in self.catalog.index_of_title)
-        fresh = {title: self.encoder.response_ids(title) for title in titles}
+        fresh = dict(zip(titles, self.encoder.responses_ids(list(titles)), strict=True))
         for title, ids in fresh.items():
             self.trie.check(ids, title)
         if len(fresh) > 1:  # the new titles among themselves
