@@ -83,5 +83,9 @@ def test_bulk_add_to_a_server_in_chunks(llm_run, tmp_path, capsys):
         assert "d9" in service.catalog and "d10" not in service.catalog
         main(["catalogue", "remove", "c1", "c2", "--server", url])
         assert "c1" not in service.catalog and "c2" not in service.catalog
-        err = _fails(["catalogue", "remove", "c1", "--server", url], capsys)
-        assert "item id 'c1': the server refused it (HTTP 404" in err
+        err = _fails(["catalogue", "remove", "c4", "c1", "--server", url], capsys)
+        assert "item id 'c1': the server refused ids 1-2 (HTTP 422" in err
+        assert "c4" in service.catalog  # all or none
+        ids = [f"c{i}" for i in range(3, 25)]
+        main(["catalogue", "remove", *ids, "--server", url, "--chunk", "10"])
+        assert not set(ids) & set(service.catalog.item_ids)

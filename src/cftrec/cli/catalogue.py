@@ -149,6 +149,7 @@ def remove_command(
     run: Run = None,
     server: Server = None,
     api_key: ApiKey = None,
+    chunk: Annotated[int, typer.Option(min=1, help="Ids per request to a server.")] = CHUNK_ITEMS,
     threads: Threads = None,
 ) -> None:
     """Stop recommending items (LLM runs)."""
@@ -168,12 +169,16 @@ def remove_command(
             service.close()
         print(f"removed {len(item_ids)} items from {run} ({len(service.catalog)} items now)")
         return
-    for done, item_id in enumerate(item_ids):
-        url = f"{server.rstrip('/')}/items/{urllib.request.quote(item_id, safe='')}"
-        status, payload = _request("DELETE", url, api_key)
+    url = server.rstrip("/") + "/items/remove"
+    for start in range(0, len(item_ids), chunk):
+        part = item_ids[start : start + chunk]
+        status, payload = _request("POST", url, api_key, {"item_ids": part})
         if status != 200:
+            detail = _detail(payload)
+            named = next((i for i in part if repr(i) in detail), part[0])
             raise CftrecError(
-                f"item id {item_id!r}: the server refused it (HTTP {status}: {_detail(payload)}); "
-                f"the {done} before it were removed"
+                f"item id {named!r}: the server refused ids {start + 1}-{start + len(part)} "
+                f"(HTTP {status}: {detail}); the {start} before them were removed"
             )
+        print(f"removed {start + len(part)}/{len(item_ids)} items", file=sys.stderr)
     print(f"removed {len(item_ids)} items from {server}")

@@ -7,6 +7,7 @@ guard and the endpoints together; `serve` runs it with uvicorn.
     GET    /items?query=...  title search -> {"items": [{"title", "item_ids"}]}
     POST   /items            {"items": [{"item_id", "title"}, ...]}: new items (LLM runs), at
                              most `max_new_items` (1,000) per request: bulk loads in chunks
+    POST   /items/remove     {"item_ids": [...]}: stop recommending items (LLM runs), in chunks
     DELETE /items/{item_id}  stop recommending an item (LLM runs)
     GET    /health           model, data fingerprint, catalogue, uptime, batching and queue
                              (no key needed)
@@ -70,20 +71,23 @@ class SafeJSONResponse(JSONResponse):
             return json.dumps(content, separators=(",", ":")).encode()
 
 
+CHUNKED_BODIES = (("body", "items"), ("body", "item_ids"))  # POST /items, /items/remove
+
+
 def items_chunk_hint(max_items: int) -> str:
-    """What a 413 on POST /items adds: the limit, and how to send more."""
+    """What a 413 on POST /items or /items/remove adds: the limit, and how to send more."""
     return (
-        f"; POST /items takes at most {max_items} items per request: send larger loads in "
-        "chunks (cftrec catalogue add FILE --server URL does)"
+        f"; POST /items and /items/remove take at most {max_items} items per request: send "
+        "larger loads in chunks (cftrec catalogue add|remove ... --server URL does)"
     )
 
 
 async def _invalid_request(request, error: RequestValidationError) -> SafeJSONResponse:
     errors = error.errors()
     for problem in errors:
-        if problem["type"] == "too_long" and tuple(problem["loc"]) == ("body", "items"):
+        if problem["type"] == "too_long" and tuple(problem["loc"]) in CHUNKED_BODIES:
             limit = problem.get("ctx", {}).get("max_length")
-            detail = f"too many items{items_chunk_hint(limit)}".replace("; POST", ": POST")
+            detail = "too many items" + items_chunk_hint(limit).replace("; POST", ": POST", 1)
             return SafeJSONResponse({"detail": detail}, status_code=413)
     return SafeJSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
@@ -175,7 +179,8 @@ def create_app(
     api.include_router(api_router(limits))
 
     items_limit = (max(max_items_body_bytes, max_body_bytes), items_chunk_hint(max_new_items))
-    app = RequestGuard(api, max_body_bytes, body_timeout_s, paths={"/items": items_limit})
+    paths = {"/items": items_limit, "/items/remove": items_limit}
+    app = RequestGuard(api, max_body_bytes, body_timeout_s, paths=paths)
     app.api = api
     return app
 

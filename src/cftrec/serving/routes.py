@@ -194,6 +194,15 @@ def api_router(limits: RequestLimits) -> APIRouter:
             catalogue=_catalogue(service),
         )
 
+    @router.post("/items/remove", response_model=CatalogueChange, dependencies=authorized)
+    async def remove_items(
+        body: models.remove_items, service: Service, batcher: Batcher
+    ) -> CatalogueChange:
+        """Stop recommending several items at once (LLM runs): all or none, 422 naming an
+        unknown item id."""
+        await _change_catalogue(batcher, service.remove_items, body.item_ids)
+        return CatalogueChange(removed=list(body.item_ids), catalogue=_catalogue(service))
+
     @router.delete("/items/{item_id:path}", response_model=CatalogueChange, dependencies=authorized)
     async def remove_item(
         item_id: Annotated[str, Path(min_length=1, max_length=entry_chars)],
