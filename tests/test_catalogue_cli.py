@@ -3,6 +3,7 @@ running server (chunks; the first refused chunk stops the load, naming the file'
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from cftrec.cli import main
@@ -64,7 +65,8 @@ def test_bulk_add_to_a_server_in_chunks(llm_run, tmp_path, capsys):
     service = RecommendService.load(llm_run, method="exhaustive")
     items = tmp_path / "new.tsv"
     items.write_text("".join(f"c{i}\tChunked Film {i} (2001)\n" for i in range(25)))
-    with running_server(create_app(service, max_new_items=10)) as url:
+    app = create_app(service, max_new_items=10, max_body_bytes=1000, max_items_body_bytes=4000)
+    with running_server(app) as url:
         main(["catalogue", "add", str(items), "--server", url, "--chunk", "10"])
         assert capsys.readouterr().out.strip() == f"added 25 items to {url}"
         assert len(service.catalog) == 33
@@ -81,6 +83,15 @@ def test_bulk_add_to_a_server_in_chunks(llm_run, tmp_path, capsys):
         assert f"{again}:13: the server refused items 11-13 (HTTP 422" in err
         assert "the 10 before them were added" in err
         assert "d9" in service.catalog and "d10" not in service.catalog
+        # a body over the byte limit: 413 before it is read, naming the chunk limit too
+        big = {"items": [{"item_id": f"x{i}", "title": "t" * 400} for i in range(10)]}
+        response = httpx.post(f"{url}/items", json=big)
+        assert response.status_code == 413
+        assert response.json()["detail"] == (
+            "request body larger than 4000 bytes; POST /items and /items/remove take at most "
+            "10 items per request: send larger loads in chunks (cftrec catalogue add|remove "
+            "... --server URL does)"
+        )
         main(["catalogue", "remove", "c1", "c2", "--server", url])
         assert "c1" not in service.catalog and "c2" not in service.catalog
         err = _fails(["catalogue", "remove", "c4", "c1", "--server", url], capsys)

@@ -55,8 +55,7 @@ class RecommendService:
     ):
         self.recommender = recommender
         self.exclude_history = exclude_history
-        catalog = recommender.catalog
-        self.base_catalog = Catalog(catalog.item_ids, catalog.titles_for(catalog.item_ids))
+        self._base: Catalog | None = None  # a copy of the trained catalogue, from the first change
         self.info = info
         self.run_dir = Path(run_dir)
         self.kind: str = info["kind"]
@@ -93,6 +92,16 @@ class RecommendService:
             service.store.hold()
         service._replay()
         return service
+
+    @property
+    def base_catalog(self) -> Catalog:
+        """The catalogue as trained (the served one changes in place)."""
+        return self._base if self._base is not None else self.recommender.catalog
+
+    def _keep_base(self) -> None:
+        if self._base is None:
+            catalog = self.recommender.catalog
+            self._base = Catalog(catalog.item_ids, catalog.titles_for(catalog.item_ids))
 
     @property
     def catalog(self) -> Catalog:
@@ -186,6 +195,7 @@ class RecommendService:
             fresh = self.recommender.check_new_items(added)
             if persist:
                 self.store.append({"add": [list(pair) for pair in added]})
+            self._keep_base()
             self.recommender.apply_new_items(added, fresh)
             base = self.base_catalog.title_of
             for item_id, title in added:
@@ -203,6 +213,7 @@ class RecommendService:
             gone = self.catalog.check_removal(item_ids)
             if persist:
                 self.store.append({"remove": gone})
+            self._keep_base()
             self.recommender.remove_items(gone)
             for item_id in gone:
                 self.added.pop(item_id, None)
