@@ -237,11 +237,12 @@ def main() -> None:
     args = parser.parse_args()
     from cftrec.files import write_json
 
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()  # the code served
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         summary = soak(build_run(work), args.minutes * 60, args.clients, args.warmup, work)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True).stdout.strip()  # fmt: skip
     summary = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": commit,
