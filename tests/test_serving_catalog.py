@@ -228,6 +228,8 @@ def test_unsaved_changes_and_failed_saves_leave_no_trace(llm_run, monkeypatch):
         ('{"removed": ["nope"]}', "unknown item id 'nope'"),
         ('{"added": [{"item_id": "0", "title": "X (2000)"}]}', "already in the catalogue"),
         ('{"added": [{"item_id": "n1"}]}', "added item 1: title must be a string"),
+        ('{"removed": [5]}', "removed item ids must be strings"),
+        ('{"added": [], "removed": [], "seq": -1}', "'seq' must be a whole number"),
     ],
 )
 def test_a_bad_overlay_is_named(llm_run, overlay, problem):

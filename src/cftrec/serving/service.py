@@ -244,26 +244,28 @@ class RecommendService:
     def _replay(self) -> None:
         """Start from the overlay saved beside the run and the journal's changes since."""
         overlay, entries = self.store.read()
-        changes = (
-            [(str(self.overlay_path), {"remove": overlay["removed"]})] if overlay["removed"] else []
-        )
-        if overlay["added"]:
-            pairs = [
-                (entry.get("item_id"), entry.get("title")) if isinstance(entry, dict) else ()
-                for entry in overlay["added"]
-            ]
-            changes.append((str(self.overlay_path), {"add": pairs, "what": "added item"}))
-        changes += entries
-        for where, change in changes:
+        added = [
+            (entry.get("item_id"), entry.get("title")) if isinstance(entry, dict) else ()
+            for entry in overlay["added"]
+        ]
+        changes = [
+            (self.overlay_path, "remove", overlay["removed"], "removed item"),
+            (self.overlay_path, "add", added, "added item"),
+        ]
+        for where, entry in entries:
+            kind = "add" if "add" in entry else "remove"
+            changes.append((where, kind, entry[kind], "item"))
+        for where, kind, values, what in changes:
+            if not values:
+                continue
             try:
-                if "add" in change:
-                    what = change.get("what", "item")
-                    pairs = [tuple(p) if isinstance(p, list | tuple) else () for p in change["add"]]
-                    self.add_items(
-                        new_items(pairs, where=lambda i, what=what: f"{what} {i + 1}"),
-                        persist=False,
-                    )
+                if kind == "add":
+                    pairs = [tuple(p) if isinstance(p, list | tuple) else () for p in values]
+                    named = new_items(pairs, where=lambda i, what=what: f"{what} {i + 1}")
+                    self.add_items(named, persist=False)
+                elif all(isinstance(item_id, str) for item_id in values):
+                    self.remove_items(values, persist=False)
                 else:
-                    self.remove_items(change["remove"], persist=False)
+                    raise CftrecError("removed item ids must be strings")
             except CftrecError as error:
                 raise CftrecError(f"{where}: {error}") from None
