@@ -14,7 +14,7 @@ from cftrec.decoding.beam import constrained_beam_search
 from cftrec.decoding.lm import prefill
 from cftrec.decoding.prompt_head import PromptHead
 from cftrec.decoding.recommender import LLMRecommender
-from cftrec.decoding.tails import chain_below, single_title
+from cftrec.decoding.tails import chain_below
 from cftrec.prompts import PromptEncoder
 from conftest import make_tiny_llama
 from decoding_oracles import next_log_probs
@@ -107,9 +107,13 @@ def test_chain_below_is_the_rest_of_the_title(tokenizer):
     for title, response in enumerate(recommender.responses):
         for depth in range(len(response)):
             node = trie.walk(response[:depth])
-            if not bool(single_title(trie, torch.tensor([node]))[0]):
+            below = [
+                t for t, r in enumerate(recommender.responses) if r[:depth] == response[:depth]
+            ]
+            single, tokens, lengths, titles = chain_below(trie, torch.tensor([node]), pad_id=-1)
+            assert bool(single[0]) == (len(below) == 1)
+            if len(below) > 1:
                 continue
-            tokens, lengths, titles = chain_below(trie, torch.tensor([node]), pad_id=-1)
             assert tokens[0, : int(lengths[0])].tolist() == response[depth:]
             assert int(titles[0]) == title
             checked += 1

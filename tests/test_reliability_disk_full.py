@@ -19,7 +19,7 @@ from cftrec.errors import CftrecError
 from cftrec.files import DiskFull, atomic_directory, is_disk_full
 from cftrec.runs.llm import load_llm_run
 from cftrec.serving.app import create_app
-from cftrec.serving.service import OVERLAY_FILE, CatalogueNotSaved, RecommendService
+from cftrec.serving.service import JOURNAL_FILE, OVERLAY_FILE, CatalogueNotSaved, RecommendService
 from hardening_fixtures import assert_one_line_error, leftover_temporaries, run_main
 from serving_fixtures import make_dataset, make_llm_run, running_server
 from training_fixtures import one_thread, write_tiny_dataset  # noqa: F401 (fixture)
@@ -250,12 +250,13 @@ def test_an_overlay_that_cannot_be_saved_changes_nothing(llm_run):
         with pytest.raises(CatalogueNotSaved) as raised:
             service.add_items([("n1", "The Matrix (1999)")])
     assert str(raised.value) == (
-        f"{llm_run / OVERLAY_FILE}: cannot save the catalogue change (no space left on "
+        f"{llm_run / JOURNAL_FILE}: cannot save the catalogue change (no space left on "
         "device); nothing changed"
     )
     assert service.catalog is catalog and "n1" not in service.catalog
     assert service.overlay == {"added": [], "removed": []}
-    assert not (llm_run / OVERLAY_FILE).exists() and leftover_temporaries(llm_run) == []
+    assert not (llm_run / OVERLAY_FILE).exists() and not (llm_run / JOURNAL_FILE).exists()
+    assert leftover_temporaries(llm_run) == []
 
 
 def test_http_answers_507_and_serves_the_catalogue_unchanged(llm_run):

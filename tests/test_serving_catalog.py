@@ -19,7 +19,7 @@ from cftrec.data.dataset import Catalog
 from cftrec.decoding.recommender import LLMRecommender
 from cftrec.errors import CftrecError
 from cftrec.serving.app import create_app
-from cftrec.serving.service import OVERLAY_FILE, RecommendService
+from cftrec.serving.service import JOURNAL_FILE, OVERLAY_FILE, RecommendService
 from conftest import make_tiny_llama
 from serving_fixtures import (
     brute_force_ranking,
@@ -175,16 +175,29 @@ def test_changes_persist_as_an_overlay_beside_the_run(llm_run):
     service.add_items(NEW)
     service.remove_items(["n2", "5"])
     service.add_items([("5", "Scream 2 (1997)")])  # a removed item retitled
+    journal = [json.loads(line) for line in (llm_run / JOURNAL_FILE).read_text().splitlines()]
+    assert journal == [
+        {"seq": 1, "add": [["n1", "The Matrix (1999)"], ["n2", "Amélie (2001)"]]},
+        {"seq": 2, "remove": ["n2", "5"]},
+        {"seq": 3, "add": [["5", "Scream 2 (1997)"]]},
+    ]
+    assert not (llm_run / OVERLAY_FILE).exists()
+    journaled = RecommendService.load(llm_run, method="exhaustive")
+    assert journaled.catalog.title_of == service.catalog.title_of
+    service.close()  # a clean shutdown folds the journal into the overlay
     overlay = json.loads((llm_run / OVERLAY_FILE).read_text())
     assert overlay == {
         "added": [{"item_id": "n1", "title": "The Matrix (1999)"},
                   {"item_id": "5", "title": "Scream 2 (1997)"}],
         "removed": ["5"],
+        "seq": 3,
     }  # fmt: skip
+    assert not (llm_run / JOURNAL_FILE).exists()
     assert (llm_run / "items.parquet").read_bytes() == items_file
     restarted = RecommendService.load(llm_run, method="exhaustive")
     assert restarted.catalog.title_of == service.catalog.title_of
     assert restarted.catalog.item_ids == service.catalog.item_ids
+    assert sorted(restarted.catalog.titles) == sorted(service.catalog.titles)
     assert restarted.base_catalog.title_of["5"] == "Scream (1996)"
     recs = restarted.recommend([restarted.resolve(["The Matrix (1999)"])], k=20)[0]
     # every title but the history's own (left out by default)
@@ -197,10 +210,10 @@ def test_unsaved_changes_and_failed_saves_leave_no_trace(llm_run, monkeypatch):
     assert not (llm_run / OVERLAY_FILE).exists()
     catalog = service.catalog
 
-    def full_disk(path, obj):
+    def full_disk(path, text):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("cftrec.serving.service.write_json", full_disk)
+    monkeypatch.setattr("cftrec.serving.journal.append_durable", full_disk)
     with pytest.raises(CftrecError, match="cannot save the catalogue change .*nothing changed"):
         service.remove_items(["n1"])
     assert service.catalog is catalog and "n1" in service.catalog
@@ -215,6 +228,8 @@ def test_unsaved_changes_and_failed_saves_leave_no_trace(llm_run, monkeypatch):
         ('{"removed": ["nope"]}', "unknown item id 'nope'"),
         ('{"added": [{"item_id": "0", "title": "X (2000)"}]}', "already in the catalogue"),
         ('{"added": [{"item_id": "n1"}]}', "added item 1: title must be a string"),
+        ('{"removed": [5]}', "removed item ids must be strings"),
+        ('{"added": [], "removed": [], "seq": -1}', "'seq' must be a whole number"),
     ],
 )
 def test_a_bad_overlay_is_named(llm_run, overlay, problem):
@@ -331,10 +346,10 @@ def test_changes_under_load_are_atomic_and_never_lost(llm_run):
     batches = []
     recommend = service.recommend
 
-    def checked(histories, k):
-        before = service.catalog
+    def checked(histories, k):  # the catalogue changes in place: compare what it holds
+        before = dict(service.catalog.title_of)
         result = recommend(histories, k)
-        batches.append(service.catalog is before)
+        batches.append(service.catalog.title_of == before)
         return result
 
     service.recommend = checked

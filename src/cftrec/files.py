@@ -270,17 +270,23 @@ def check_output_file(
     return target
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
+def atomic_write_text(path: str | Path, text: str, durable: bool = False) -> None:
     """Write `text` to `path` through a temporary file and a rename (usual permissions); a full
-    disk is a DiskFull naming `path`, which is left as it was."""
+    disk is a DiskFull naming `path`, which is left as it was. `durable`: the file and the
+    rename are on disk (fsync) before returning."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~UMASK)
         os.replace(tmp, path)
+        if durable:
+            _fsync_folder(path.parent)
     except BaseException as error:
         disk_full = is_disk_full(error, tmp)
         with contextlib.suppress(FileNotFoundError):
@@ -290,8 +296,44 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         raise
 
 
-def write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
+def write_json(path: str | Path, obj: Any, durable: bool = False) -> None:
+    """`obj` as indented JSON, atomically; `durable`: on disk (fsync) before returning."""
+    text = json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
+    atomic_write_text(path, text, durable)
+
+
+def append_durable(path: str | Path, text: str) -> None:
+    """Append `text` to `path` (created if missing) and fsync before returning. On failure the
+    file is cut back to its former length (removed if this call created it): nothing
+    half-written stays. A full disk is a DiskFull naming `path`."""
+    path = Path(path)
+    created = not path.exists()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666 & ~UMASK)
+    size = os.fstat(fd).st_size
+    try:
+        with os.fdopen(fd, "a", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if created:
+            _fsync_folder(path.parent)
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            if created:
+                os.unlink(path)
+            else:
+                os.truncate(path, size)
+        if is_disk_full(error, path):
+            raise DiskFull(path, f"{format_bytes(len(text.encode()))} needed") from error
+        raise
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_json(path: str | Path, expect: type = object) -> Any:

@@ -171,6 +171,14 @@ class PromptEncoder:
         ids = self.tokenizer(self.template.response(title), add_special_tokens=False)["input_ids"]
         return list(ids) + [self.tokenizer.eos_token_id]
 
+    def responses_ids(self, titles: Sequence[str]) -> list[list[int]]:
+        """`response_ids` of many titles, tokenised in one call (the same ids, much faster)."""
+        if not titles:
+            return []
+        texts = [self.template.response(title) for title in titles]
+        batch = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return [list(ids) + [self.tokenizer.eos_token_id] for ids in batch]
+
     def config(self) -> dict:
         """What a run directory records to rebuild this encoder."""
         return {

@@ -15,7 +15,7 @@ from .common import STATE, app
 
 # Importing a command module registers its commands; the order here is `cftrec --help`'s.
 # isort: off
-from . import data, train, evaluate, baseline, recommend, serve, diagnose, report, demo  # noqa: F401, E402
+from . import data, train, evaluate, baseline, recommend, serve, catalogue, diagnose, report, demo  # noqa: F401, E402
 # isort: on
 
 __all__ = ["app", "main"]

@@ -19,7 +19,7 @@ from ..errors import CftrecError
 from .dataset import Catalog
 from .titles import HTML_LEFTOVERS, clean_title
 
-ITEM_FILE_FORMATS = (".csv", ".jsonl")
+ITEM_FILE_FORMATS = (".csv", ".tsv", ".jsonl")
 
 
 class CatalogChangeUnsupported(CftrecError):
@@ -105,11 +105,20 @@ def without_items(catalog: Catalog, item_ids: Iterable[str]) -> Catalog:
 
 
 def read_items_file(path: str | Path) -> list[tuple[str, str]]:
-    """New items from a CSV file with `item_id` and `title` columns (a header line) or a JSON
+    """New items from a CSV file with `item_id` and `title` columns (a header line), a TSV
+    file of `item_id<TAB>title` lines (an `item_id<TAB>title` header is skipped) or a JSON
     lines file of {"item_id": ..., "title": ...} objects; validated like `new_items`."""
+    return read_items_lines(path)[0]
+
+
+def read_items_lines(path: str | Path) -> tuple[list[tuple[str, str]], list[int]]:
+    """`read_items_file`, with the line number of each item."""
     path = Path(path)
     if path.suffix.lower() not in ITEM_FILE_FORMATS:
-        raise CftrecError(f"{path}: use a .csv (item_id,title) or .jsonl file of new items")
+        raise CftrecError(
+            f"{path}: use a .csv (item_id,title), .tsv (item_id<TAB>title) or .jsonl file of "
+            "new items"
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -127,6 +136,15 @@ def read_items_file(path: str | Path) -> list[tuple[str, str]]:
         for row in reader:
             records.append((row["item_id"], row["title"]))
             lines.append(reader.line_num)
+    elif path.suffix.lower() == ".tsv":
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip() or (number == 1 and line.split("\t") == ["item_id", "title"]):
+                continue
+            fields = line.split("\t")
+            if len(fields) != 2:
+                raise CftrecError(f"{path}:{number}: expected item_id<TAB>title")
+            records.append((fields[0], fields[1]))
+            lines.append(number)
     else:
         for number, line in enumerate(text.splitlines(), 1):
             if not line.strip():
@@ -141,4 +159,4 @@ def read_items_file(path: str | Path) -> list[tuple[str, str]]:
             lines.append(number)
     if not records:
         raise CftrecError(f"{path}: no items")
-    return new_items(records, where=lambda i: f"{path}:{lines[i]}")
+    return new_items(records, where=lambda i: f"{path}:{lines[i]}"), lines

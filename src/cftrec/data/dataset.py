@@ -54,22 +54,90 @@ class Sample:
 
 class Catalog:
     """Items and their titles. Several items may share a title: evaluation and decoding work on
-    *distinct titles*, each mapped back to all of its item ids."""
+    *distinct titles*, each mapped back to all of its item ids.
+
+    A live catalogue changes in place (`add`, `remove`: work proportional to the change). Item
+    ids keep their order; a title that leaves gives its index to the last title, so indices
+    stay dense (decoding's trie, responses and embeddings make the same moves)."""
 
     def __init__(self, item_ids: Sequence[str], titles: Sequence[str]):
         if len(item_ids) != len(titles):
             raise ValueError("item_ids and titles differ in length")
-        self.item_ids: list[str] = list(item_ids)
-        self.title_of: dict[str, str] = dict(zip(self.item_ids, titles, strict=True))
+        self.title_of: dict[str, str] = dict(zip(item_ids, titles, strict=True))
         self.items_of_title: dict[str, list[str]] = {}
-        for item_id, title in zip(self.item_ids, titles, strict=True):
+        for item_id, title in zip(item_ids, titles, strict=True):
             self.items_of_title.setdefault(title, []).append(item_id)
         # Distinct titles in order of first appearance: a stable index for decoding/evaluation.
         self.titles: list[str] = list(self.items_of_title)
         self.index_of_title: dict[str, int] = {t: i for i, t in enumerate(self.titles)}
 
+    @property
+    def item_ids(self) -> list[str]:
+        return list(self.title_of)
+
     def __len__(self) -> int:
-        return len(self.item_ids)
+        return len(self.title_of)
+
+    def add(self, items: Sequence[tuple[str, str]]) -> list[str]:
+        """Add (item id, title) pairs in place (every id new: else CftrecError, nothing
+        changed). Returns the titles new to the catalogue, in index order, after the others."""
+        taken = [item_id for item_id, _ in items if item_id in self.title_of]
+        if taken:
+            raise CftrecError(f"item id {taken[0]!r} is already in the catalogue")
+        new = []
+        for item_id, title in items:
+            self.title_of[item_id] = title
+            holders = self.items_of_title.setdefault(title, [])
+            if not holders:
+                self.index_of_title[title] = len(self.titles)
+                self.titles.append(title)
+                new.append(title)
+            holders.append(item_id)
+        self._matches_changed(new, [item_id for item_id, _ in items], "add")
+        return new
+
+    def remove(self, item_ids: Iterable[str]) -> list[int]:
+        """Remove items in place (each must be in the catalogue and one item must stay: else
+        CftrecError, nothing changed). Returns the index of every title that left, in order:
+        each time, the last title took that index."""
+        gone = self.check_removal(item_ids)
+        left, left_titles = [], []
+        for item_id in gone:
+            title = self.title_of.pop(item_id)
+            holders = self.items_of_title[title]
+            holders.remove(item_id)
+            if holders:
+                continue
+            del self.items_of_title[title]
+            index = self.index_of_title.pop(title)
+            last = self.titles.pop()
+            if index < len(self.titles):
+                self.titles[index] = last
+                self.index_of_title[last] = index
+            left.append(index)
+            left_titles.append(title)
+        self._matches_changed(left_titles, gone, "remove")
+        return left
+
+    def check_removal(self, item_ids: Iterable[str]) -> list[str]:
+        """The distinct ids of a removal that `remove` would make, or CftrecError."""
+        gone = list(dict.fromkeys(item_ids))
+        for item_id in gone:
+            if item_id not in self.title_of:
+                raise CftrecError(f"unknown item id {item_id!r}: not in the catalogue")
+        if len(gone) == len(self.title_of):
+            raise CftrecError("cannot remove every item of the catalogue")
+        return gone
+
+    def _matches_changed(self, titles: list[str], item_ids: list[str], change: str) -> None:
+        """Keep the close-match indexes built so far up to date (dropped when mostly removed
+        strings: rebuilt on their next use)."""
+        for name, strings in (("title_matches", titles), ("item_id_matches", item_ids)):
+            matches = self.__dict__.get(name)
+            if matches is not None:
+                getattr(matches, change)(strings)
+                if matches.stale:
+                    del self.__dict__[name]
 
     def __contains__(self, item_id: object) -> bool:
         return item_id in self.title_of

@@ -26,7 +26,7 @@ import torch
 from . import shared_prefix
 from .guidance import branch_log_probs, mix
 from .lm import feed_step, prefill
-from .tails import chain_below, reusable, single_title, tail_scores
+from .tails import chain_below, reusable, tail_scores
 from .trie import TitleTrie
 
 NEG_INF = float("-inf")
@@ -165,13 +165,15 @@ def _search(
         # most W candidates per step from now on), so its tails are scored in one pass.
         fixed = None
         if score_tails and reusable(cache):
-            fixed = (single_title(trie, nodes) | (scores == NEG_INF)).all(1)
+            single, all_tails, all_lengths, all_titles = chain_below(trie, nodes.view(-1), pad_id)
+            fixed = (single.view(nodes.shape) | (scores == NEG_INF)).all(1)
         if fixed is not None and bool(fixed.any()):
             ended = fixed.nonzero().squeeze(1)
-            tails, lengths, titles = chain_below(trie, nodes[ended].view(-1), pad_id)
+            rows = _row_index(ended, live)
+            tails, lengths, titles = all_tails[rows], all_lengths[rows], all_titles[rows]
             llm = tail_scores(
                 model, next_tokens[ended].view(-1), tails, lengths,
-                cache, _row_index(ended, live), prompt_mask[ended], prompt_len[ended], step,
+                cache, rows, prompt_mask[ended], prompt_len[ended], step,
                 prefix.select(ended) if prefix is not None else None,
             )  # fmt: skip
             total = scores[ended].view(-1)

@@ -21,12 +21,18 @@ MIN_BRANCH_PROBABILITY = 1e-12
 def node_log_mass(trie: TitleTrie, title_log_probs: torch.Tensor) -> torch.Tensor:
     """log of the assistant probability summed over the titles below every node.
 
-    title_log_probs [B, T] (catalogue title order) -> [B, N] (trie node order).
+    title_log_probs [B, T] (catalogue title order) -> [B, N] (trie node order). Each title's
+    probability sits on its leaf, and every level of the trie, deepest first, adds its mass
+    to its parents: O(B N), whatever changes the trie went through.
     """
     probs = title_log_probs.double().softmax(-1)  # renormalised over the catalogue titles
-    in_leaf_order = probs[:, trie.leaf_order]  # [B, T], every subtree a contiguous range
-    cumulative = torch.nn.functional.pad(in_leaf_order.cumsum(-1), (1, 0))  # [B, T+1]
-    mass = cumulative[:, trie.title_hi] - cumulative[:, trie.title_lo]  # [B, N]
+    leaf_title = trie.leaf_title.to(probs.device)
+    mass = torch.zeros((probs.shape[0], len(leaf_title)), dtype=probs.dtype, device=probs.device)
+    leaves = (leaf_title >= 0).nonzero().squeeze(1)
+    mass[:, leaves] = probs[:, leaf_title[leaves]]
+    for nodes, parents in trie.levels():
+        nodes = torch.from_numpy(nodes).to(probs.device)
+        mass.index_add_(1, torch.from_numpy(parents).to(probs.device), mass[:, nodes])
     return mass.clamp_min(MIN_BRANCH_PROBABILITY).log().float()
 
 

@@ -8,8 +8,8 @@ Methods (decoding/methods.py): "beam" (constrained beam search over the title tr
 guidance; "exhaustive" (likelihood of every title) and "grounding" (BIGRec: free generation,
 then nearest titles by hidden state).
 
-The catalogue can change without retraining: `add_items` / `remove_items` rebuild the trie (and
-grounding's title embeddings, for the new titles only) before the change takes effect.
+The catalogue can change without retraining: `add_items` / `remove_items` change the catalogue,
+the trie and grounding's title embeddings in place, in time proportional to the change.
 """
 
 from __future__ import annotations
@@ -71,7 +71,8 @@ class LLMRecommender:
         self.embedding_cache_dir = Path(embedding_cache_dir) if embedding_cache_dir else None
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.eos_id = tokenizer.eos_token_id
-        self._title_embeddings: torch.Tensor | None = None
+        self._title_embeddings: torch.Tensor | None = None  # the first rows of:
+        self._embedding_rows: torch.Tensor | None = None
         # The template's opening tokens, prefilled once and reused by every search
         # (`share_head=False`: every prompt prefilled in full; same results, slower).
         self.prompt_head = PromptHead(self.encoder.head_ids()) if share_head else None
@@ -90,7 +91,7 @@ class LLMRecommender:
     @cached_property
     def responses(self) -> list[list[int]]:
         """Response token ids of every distinct title, exactly as training used them."""
-        return [self.encoder.response_ids(title) for title in self.catalog.titles]
+        return self.encoder.responses_ids(self.catalog.titles)
 
     @cached_property
     def trie(self):
@@ -106,23 +107,66 @@ class LLMRecommender:
     def add_items(self, items: Mapping[str, str] | Iterable[tuple[str, str]]) -> None:
         """Make new items recommendable without retraining: {item_id: title} or (item_id,
         title) pairs. Titles are cleaned like a prepared dataset's; an empty title, an id
-        given twice or already in the catalogue is a CftrecError and changes nothing."""
-        from ..data.catalog_changes import new_items, with_items
+        given twice or already in the catalogue is a CftrecError and changes nothing. Costs
+        time proportional to the new titles, not the catalogue."""
+        from ..data.catalog_changes import new_items
 
-        self.set_catalog(with_items(self.catalog, new_items(items)))
+        pairs = new_items(items)
+        self.apply_new_items(pairs, self.check_new_items(pairs))
+
+    def apply_new_items(
+        self, pairs: Sequence[tuple[str, str]], fresh: dict[str, list[int]]
+    ) -> None:
+        """Add cleaned `pairs` that `check_new_items` accepted (`fresh`: what it returned)."""
+        embeddings = self._title_embeddings
+        rows = self._embed(list(fresh.values())) if embeddings is not None and fresh else None
+        for title, ids in fresh.items():
+            self.trie.insert(ids, title)
+        self.catalog.add(pairs)
+        self.responses.extend(fresh.values())
+        if rows is not None:
+            self._set_embeddings(self._embedding_rows, len(embeddings), rows)
+
+    def check_new_items(self, pairs: Sequence[tuple[str, str]]) -> dict[str, list[int]]:
+        """CftrecError if cleaned `pairs` cannot join the catalogue (an id already in it, a
+        title whose tokens clash with another's); else {new title: its response ids}."""
+        from .trie import TitleTrie
+
+        taken = [item_id for item_id, _ in pairs if item_id in self.catalog]
+        if taken:
+            raise CftrecError(f"item id {taken[0]!r} is already in the catalogue")
+        titles = dict.fromkeys(t for _, t in pairs if t not in self.catalog.index_of_title)
+        fresh = dict(zip(titles, self.encoder.responses_ids(list(titles)), strict=True))
+        for title, ids in fresh.items():
+            self.trie.check(ids, title)
+        if len(fresh) > 1:  # the new titles among themselves
+            TitleTrie(list(fresh.values()), list(fresh))
+        return fresh
 
     def remove_items(self, item_ids: Iterable[str]) -> None:
         """Stop recommending these items (each must be in the catalogue; histories can no
-        longer name them). A title stays while another item carries it."""
-        from ..data.catalog_changes import without_items
-
-        self.set_catalog(without_items(self.catalog, item_ids))
+        longer name them). A title stays while another item carries it; the last title takes
+        the index of one that leaves (in the trie, responses and embeddings alike)."""
+        trie, responses, embeddings = self.trie, self.responses, self._title_embeddings
+        for index in self.catalog.remove(item_ids):
+            trie.remove(index)
+            last = responses.pop()
+            if index < len(responses):
+                responses[index] = last
+            if embeddings is not None:
+                size = len(embeddings) - 1
+                embeddings = self._embedding_rows[:size]
+                if index < size:
+                    self._embedding_rows[index] = self._embedding_rows[size]
+        if embeddings is not None:
+            self._title_embeddings = embeddings
 
     def set_catalog(self, catalog: Catalog) -> None:
-        """Switch to `catalog`: the trie and (when grounding has used them) the title
-        embeddings are built first, reusing what the current catalogue already computed, then
-        swapped in at once; an error (e.g. two titles with the same tokens) changes nothing.
-        Not safe while `recommend` runs in another thread: the server serialises the two."""
+        """Switch to `catalog` with a full rebuild: the trie and (when grounding has used
+        them) the title embeddings are built first, reusing what the current catalogue already
+        computed, then swapped in at once; an error (e.g. two titles with the same tokens)
+        changes nothing. Not safe while `recommend` runs in another thread: the server
+        serialises the two."""
         known = dict(zip(self.catalog.titles, self.responses, strict=True))
         responses = [known.get(t) or self.encoder.response_ids(t) for t in catalog.titles]
         trie = self._build_trie(catalog.titles, responses)
@@ -137,7 +181,24 @@ class LLMRecommender:
                 [rows[t] if t in rows else fresh[i] for i, t in enumerate(catalog.titles)]
             )
         self.catalog, self.responses, self.trie = catalog, responses, trie
-        self._title_embeddings = embeddings
+        if embeddings is not None:
+            self._set_embeddings(embeddings, len(embeddings))
+
+    def _set_embeddings(self, buffer: torch.Tensor, used: int, more=None) -> None:
+        """Title embeddings = the first `used` rows of `buffer`, then the rows `more`; the
+        buffer doubles when full (amortised O(1) per added title)."""
+        if buffer.is_inference():  # computed under inference_mode: rows are changed in place
+            buffer = buffer.clone()
+        if more is not None:
+            needed = used + len(more)
+            if needed > len(buffer):
+                bigger = buffer.new_empty((max(needed, 2 * len(buffer)), buffer.shape[1]))
+                bigger[:used] = buffer[:used]
+                buffer = bigger
+            buffer[used:needed] = more
+            used = needed
+        self._embedding_rows = buffer
+        self._title_embeddings = buffer[:used]
 
     def prompts(self, histories: Sequence[Sequence[str]]) -> list[list[int]]:
         """Factual prompt ids; an empty history gives the counterfactual (cold-start) prompt."""
@@ -266,7 +327,7 @@ class LLMRecommender:
         from .guidance import assistant_title_log_probs, node_log_mass
 
         title_log_probs = assistant_title_log_probs(assistant, self.catalog, histories)
-        return node_log_mass(self.trie, title_log_probs.to(self.trie.leaf_order.device))
+        return node_log_mass(self.trie, title_log_probs.to(self.trie.leaf_title.device))
 
     def _lists(self, titles, scores, k) -> list[list[Recommendation]]:
         """Search output (title indices and scores [B, W], -1 where empty) as ranked lists."""
@@ -351,7 +412,7 @@ class LLMRecommender:
                     log.warning("cannot cache title embeddings in %s: %s", path.parent, error)
                     with contextlib.suppress(OSError):
                         tmp.unlink(missing_ok=True)
-        self._title_embeddings = embeddings
+        self._set_embeddings(embeddings, len(embeddings))
         return embeddings
 
     def _embed(self, responses: Sequence[Sequence[int]]) -> torch.Tensor:

@@ -29,31 +29,33 @@ def reusable(cache) -> bool:
     return all(type(layer) is DynamicLayer for layer in cache.layers)
 
 
-def single_title(trie: TitleTrie, nodes: torch.Tensor) -> torch.Tensor:
-    """Whether exactly one title lies below each node (its tail is fixed)."""
-    return (trie.title_hi[nodes] - trie.title_lo[nodes]) == 1
-
-
 def chain_below(trie: TitleTrie, nodes: torch.Tensor, pad_id: int):
-    """The tokens from each node down to its only title (EOS included), right-padded.
+    """Follow each node down while it has a single child.
 
-    nodes [R] with one title below each -> (tokens [R, M], lengths [R], title indices [R]);
-    a node that ends a title already has length 0."""
+    nodes [R] -> (single [R]: exactly one title lies below the node, so its tail is fixed;
+    tokens [R, M]: the tokens from the node down to that title (EOS included), right-padded;
+    lengths [R]: how many; title indices [R]). Where `single` is false the rest is meaningless.
+    A node that ends a title is single with length 0."""
+    count, start = trie.child_count, trie.child_start
+    edge_tokens, edge_nodes = trie.child_token, trie.child_node
+    last_edge = len(edge_tokens) - 1
+    single = torch.ones(nodes.shape, dtype=torch.bool, device=nodes.device)
     tokens, moved, current = [], [], nodes
-    last_edge = len(trie.child_token) - 1
-    for _ in range(trie.max_length):
-        has_child = trie.child_count[current] > 0
-        if not bool(has_child.any()):
+    for _ in range(trie.max_length + 1):
+        children = count[current]
+        single = single & (children <= 1)
+        step = single & (children == 1)
+        if not bool(step.any()):
             break
-        edge = trie.child_ptr[current].clamp_max(last_edge)
-        tokens.append(torch.where(has_child, trie.child_token[edge], pad_id))
-        moved.append(has_child)
-        current = torch.where(has_child, trie.child_node[edge], current)
+        edge = start[current].clamp(0, last_edge)
+        tokens.append(torch.where(step, edge_tokens[edge], pad_id))
+        moved.append(step)
+        current = torch.where(step, edge_nodes[edge], current)
     if tokens:
         stacked, lengths = torch.stack(tokens, 1), torch.stack(moved, 1).sum(1)
     else:
         stacked, lengths = nodes.new_zeros((len(nodes), 0)), nodes.new_zeros(len(nodes))
-    return stacked, lengths, trie.leaf_title[current]
+    return single, stacked, lengths, trie.leaf_title[current]
 
 
 def tail_scores(

@@ -5,7 +5,9 @@ guard and the endpoints together; `serve` runs it with uvicorn.
                              -> {"recommendations": [{"title", "item_ids", "score"}, ...]}
     POST   /recommend/batch  {"requests": [{"history": [...], "k": 10}, ...]} -> {"results": [...]}
     GET    /items?query=...  title search -> {"items": [{"title", "item_ids"}]}
-    POST   /items            {"items": [{"item_id", "title"}, ...]}: new items (LLM runs)
+    POST   /items            {"items": [{"item_id", "title"}, ...]}: new items (LLM runs), at
+                             most `max_new_items` (1,000) per request: bulk loads in chunks
+    POST   /items/remove     {"item_ids": [...]}: stop recommending items (LLM runs), in chunks
     DELETE /items/{item_id}  stop recommending an item (LLM runs)
     GET    /health           model, data fingerprint, catalogue, uptime, batching and queue
                              (no key needed)
@@ -69,8 +71,25 @@ class SafeJSONResponse(JSONResponse):
             return json.dumps(content, separators=(",", ":")).encode()
 
 
-async def _invalid_request(_request, error: RequestValidationError) -> SafeJSONResponse:
-    return SafeJSONResponse({"detail": jsonable_encoder(error.errors())}, status_code=422)
+CHUNKED_BODIES = (("body", "items"), ("body", "item_ids"))  # POST /items, /items/remove
+
+
+def items_chunk_hint(max_items: int) -> str:
+    """What a 413 on POST /items or /items/remove adds: the limit, and how to send more."""
+    return (
+        f"; POST /items and /items/remove take at most {max_items} items per request: send "
+        "larger loads in chunks (cftrec catalogue add|remove ... --server URL does)"
+    )
+
+
+async def _invalid_request(request, error: RequestValidationError) -> SafeJSONResponse:
+    errors = error.errors()
+    for problem in errors:
+        if problem["type"] == "too_long" and tuple(problem["loc"]) in CHUNKED_BODIES:
+            limit = problem.get("ctx", {}).get("max_length")
+            detail = "too many items" + items_chunk_hint(limit).replace("; POST", ": POST", 1)
+            return SafeJSONResponse({"detail": detail}, status_code=413)
+    return SafeJSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
 
 async def _client_gone(_request, _error: ClientGone) -> Response:
@@ -100,12 +119,14 @@ def create_app(
     max_batch_requests: int = 64,
     max_new_items: int = 1000,
     max_body_bytes: int = 65536,
+    max_items_body_bytes: int = 2 << 20,
     body_timeout_s: float = 30.0,
 ):
     """The FastAPI app over a loaded run. `api_key=None` disables auth (an empty key is an
     error). The returned app is wrapped in `RequestGuard`; the FastAPI object is `app.api`
     (its `state.batcher` holds the micro-batcher and its counters). A /recommend/batch body
-    may hold at most `max_queue` requests (it must fit in the queue)."""
+    may hold at most `max_queue` requests (it must fit in the queue). A POST /items body may
+    hold `max_new_items` items in `max_items_body_bytes` bytes (413 beyond: send chunks)."""
     if api_key is not None and not api_key.strip():
         raise CftrecError("the API key is empty: give a real key, or none")
     if body_timeout_s <= 0:
@@ -138,6 +159,7 @@ def create_app(
             yield
         finally:
             await batcher.stop()
+            service.close()  # the catalogue journal folded into the overlay
 
     api = FastAPI(
         title="cftrec",
@@ -156,7 +178,9 @@ def create_app(
     api.add_exception_handler(DeadlineExceeded, _deadline_exceeded)
     api.include_router(api_router(limits))
 
-    app = RequestGuard(api, max_body_bytes, body_timeout_s)
+    items_limit = (max(max_items_body_bytes, max_body_bytes), items_chunk_hint(max_new_items))
+    paths = {"/items": items_limit, "/items/remove": items_limit}
+    app = RequestGuard(api, max_body_bytes, body_timeout_s, paths=paths)
     app.api = api
     return app
 
@@ -190,16 +214,16 @@ def serve(
             run_dir,
             dtype=dtype,
             exclude_history=exclude_history,
+            hold_catalogue=True,
             **{"batch_size": batch_size, **(decoding or {})},
         )
     app = create_app(service, api_key=api_key, **app_options)
     if warning:
         console.print(f"[bold red]{warning}[/]")
-    changes = service.overlay
     console.print(
         f"serving [bold]{run_dir}[/] ({service.kind}, {service.model_name}, "
-        f"{len(service.catalog.titles)} titles; overlay +{len(changes['added'])} "
-        f"-{len(changes['removed'])} items) on http://{host}:{port}  docs: /docs  "
+        f"{len(service.catalog.titles)} titles; overlay +{len(service.added)} "
+        f"-{len(service.removed)} items) on http://{host}:{port}  docs: /docs  "
         f"auth: {'X-API-Key' if api_key else 'off'}"
     )
     config = uvicorn.Config(

@@ -49,7 +49,8 @@ class RequestGuard:
     - a request cancelled before it was answered (in-flight when the graceful-shutdown timeout
       ran out) gets 503 and one log line, not a 500 and a traceback.
 
-    `clock` (seconds) measures the body timeout; tests pass a fake one.
+    `paths`: {path: (byte limit, what the 413 adds)} for paths with their own limit (bulk
+    bodies). `clock` (seconds) measures the body timeout; tests pass a fake one.
     """
 
     def __init__(
@@ -58,18 +59,21 @@ class RequestGuard:
         max_bytes: int,
         body_timeout_s: float,
         clock: Callable[[], float] = time.monotonic,
+        paths: dict[str, tuple[int, str]] | None = None,
     ):
         self.app = app
         self.max_bytes = max_bytes
         self.body_timeout_s = body_timeout_s
         self.clock = clock
+        self.paths = paths or {}
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        limit, hint = self.paths.get(scope["path"], (self.max_bytes, ""))
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._too_large(send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return await self._too_large(send, limit, hint)
         chunks, size = [], 0
         deadline = self.clock() + self.body_timeout_s
         while True:
@@ -83,8 +87,8 @@ class RequestGuard:
                 return None
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_bytes:
-                return await self._too_large(send)
+            if size > limit:
+                return await self._too_large(send, limit, hint)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
@@ -116,8 +120,8 @@ class RequestGuard:
             if not started:
                 await _json_response(send, 503, "server shutting down; retry")
 
-    async def _too_large(self, send) -> None:
-        await _json_response(send, 413, f"request body larger than {self.max_bytes} bytes")
+    async def _too_large(self, send, limit: int, hint: str) -> None:
+        await _json_response(send, 413, f"request body larger than {limit} bytes{hint}")
 
 
 _api_key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)

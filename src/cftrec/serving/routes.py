@@ -15,6 +15,7 @@ from ..data.dataset import resolve_history
 from ..errors import CftrecError
 from .batcher import MicroBatcher
 from .guard import require_key
+from .journal import CatalogueBusy
 from .schemas import (
     BatchResponse,
     CatalogueChange,
@@ -75,7 +76,14 @@ def _resolve(
     """Item ids for each (history, location) of one request, or 422 naming its unknown
     entries (the first MAX_PROBLEMS) with the closest catalogue titles. Runs in a worker
     thread: suggestions never hold up the event loop."""
-    catalog = service.catalog  # one snapshot for the whole request
+    with service.lock:  # the catalogue does not change while one request is checked
+        return _resolve_locked(service, histories)
+
+
+def _resolve_locked(
+    service: RecommendService, histories: list[tuple[list[str], tuple]]
+) -> list[list[str]]:
+    catalog = service.catalog
     problems = []
     for history, where in histories:
         for position, entry in enumerate(history):
@@ -105,11 +113,11 @@ def _response(recommendations) -> RecommendResponse:
 
 async def _change_catalogue(batcher: MicroBatcher, function, *args):
     """A catalogue change, in the inference thread between two batches: 409 when the run
-    cannot take it (an ID-based baseline), 422 when the input is bad, 507 when it cannot be
+    cannot take it (an ID-based baseline, or another process writes its catalogue), 422 when the input is bad, 507 when it cannot be
     saved beside the run (disk full, not writable: nothing changed)."""
     try:
         return await batcher.run_exclusive(function, *args)
-    except CatalogChangeUnsupported as error:
+    except (CatalogChangeUnsupported, CatalogueBusy) as error:
         raise HTTPException(409, str(error)) from None
     except CatalogueNotSaved as error:
         raise HTTPException(507, str(error)) from None
@@ -120,14 +128,13 @@ async def _change_catalogue(batcher: MicroBatcher, function, *args):
 
 
 def _catalogue(service: RecommendService) -> dict[str, Any]:
-    overlay = service.overlay
     return {
         "items": len(service.catalog),
         "titles": len(service.catalog.titles),
         "trained_items": len(service.base_catalog),
-        "added": len(overlay["added"]),
-        "removed": len(overlay["removed"]),
-        "overlay": str(service.overlay_path) if service.overlay_path.exists() else None,
+        "added": len(service.added),
+        "removed": len(service.removed),
+        "overlay": str(service.overlay_path) if service.store.exists else None,
     }
 
 
@@ -186,6 +193,15 @@ def api_router(limits: RequestLimits) -> APIRouter:
             added=[NewItemOut(item_id=i, title=t) for i, t in added],
             catalogue=_catalogue(service),
         )
+
+    @router.post("/items/remove", response_model=CatalogueChange, dependencies=authorized)
+    async def remove_items(
+        body: models.remove_items, service: Service, batcher: Batcher
+    ) -> CatalogueChange:
+        """Stop recommending several items at once (LLM runs): all or none, 422 naming an
+        unknown item id."""
+        await _change_catalogue(batcher, service.remove_items, body.item_ids)
+        return CatalogueChange(removed=list(body.item_ids), catalogue=_catalogue(service))
 
     @router.delete("/items/{item_id:path}", response_model=CatalogueChange, dependencies=authorized)
     async def remove_item(

@@ -64,6 +64,7 @@ class RequestModels:
     recommend: type[BaseModel]
     batch: type[BaseModel]
     add_items: type[BaseModel]
+    remove_items: type[BaseModel]
 
 
 def request_models(limits: RequestLimits) -> RequestModels:
@@ -96,4 +97,8 @@ def request_models(limits: RequestLimits) -> RequestModels:
         model_config = strict
         items: list[NewItem] = Field(min_length=1, max_length=limits.max_new_items)
 
-    return RequestModels(RecommendRequest, BatchRequest, AddItemsRequest)
+    class RemoveItemsRequest(BaseModel):
+        model_config = strict
+        item_ids: list[entry_text] = Field(min_length=1, max_length=limits.max_new_items)
+
+    return RequestModels(RecommendRequest, BatchRequest, AddItemsRequest, RemoveItemsRequest)
