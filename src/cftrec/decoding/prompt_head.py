@@ -5,7 +5,7 @@ the history introduction: about 70 of ~200 tokens on MovieLens). A causal model'
 a token prefix depend on that prefix only, so the head's keys/values are computed once per
 process and every prefill (beam search, exact decoding, exhaustive scoring, guidance) starts
 from them and runs only each user's own tokens. Same scores as the uncached path, up to float
-rounding (tests/test_prompt_head.py).
+rounding (tests/test_decoding_prompt_head.py).
 
 Safety: a prompt uses the head only if its first tokens are the head's tokens exactly; a batch
 with any other prompt is prefilled in full. Models whose cache is not plain full-length layers
@@ -14,6 +14,7 @@ with any other prompt is prefilled in full. Models whose cache is not plain full
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 
 import torch
@@ -24,7 +25,8 @@ class PromptHead:
 
     def __init__(self, ids: Sequence[int]):
         self.ids = list(ids)
-        self._model_key: tuple | None = None
+        self._model: weakref.ref | None = None  # the model the states were computed with
+        self._model_key: tuple | None = None  # and its dtype and device then
         self._states: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self.computed = 0  # how many times the head went through a model (once per model)
 
@@ -44,8 +46,8 @@ class PromptHead:
 
         from .lm import forward, model_device
 
-        key = (id(model), next(model.parameters()).dtype, model_device(model))
-        if self._model_key != key:
+        key = (next(model.parameters()).dtype, model_device(model))
+        if self._model is None or self._model() is not model or self._model_key != key:
             device = model_device(model)
             ids = torch.tensor([self.ids], device=device)
             mask = torch.ones_like(ids)
@@ -54,7 +56,7 @@ class PromptHead:
                 _, cache = forward(model, ids, mask, positions, logits_to_keep=1)
             plain = all(type(layer) is DynamicLayer for layer in cache.layers)
             self._states = [(layer.keys, layer.values) for layer in cache.layers] if plain else None
-            self._model_key = key
+            self._model, self._model_key = weakref.ref(model), key
             self.computed += 1
         return self._states
 
