@@ -195,11 +195,8 @@ def _search(
                 break
             cache.reorder_cache(_row_index(going, live))
             users, scores, nodes = users[going], scores[going], nodes[going]
-            next_tokens, pool_scores, pool_titles = (
-                next_tokens[going],
-                pool_scores[going],
-                pool_titles[going],
-            )
+            next_tokens = next_tokens[going]
+            pool_scores, pool_titles = pool_scores[going], pool_titles[going]
             prompt_mask, prompt_len = prompt_mask[going], prompt_len[going]
             if prefix is not None:
                 prefix = prefix.select(going)

@@ -2,9 +2,10 @@
 title is known, so it is scored in one forward pass instead of one pass per token.
 
 After the first few tokens almost every prefix of a catalogue title is unique (MovieLens-100k:
-every beam of every user is on such a path by step 8 of 23), and a search step costs about a
-full read of the model's weights whatever the number of rows, so scoring the tails at once
-removes most of the steps. The token log-probabilities are those of the stepwise search up to
+every beam of every user is on such a path by step 8 of 23). A one-token step over a few rows
+uses the CPU poorly (the model's weights are read for little arithmetic, and a second thread
+adds more CPU than it saves time), so scoring the tails in one pass of many positions removes
+most of the steps (benchmarks/results/decoding.md). The token log-probabilities are those of the stepwise search up to
 float rounding (a pass over several tokens groups the arithmetic differently).
 """
 
@@ -75,8 +76,9 @@ def tail_scores(
     Rows are grouped by user, `rows // users` per user, as in the search. `first` [R]: the
     token each row takes now (not yet fed); `tails` [R, M]: the tokens after it, `lengths`
     valid. Row r's keys/values are row `cache_rows[r]` of `cache` (left unchanged), which
-    holds `step` response tokens per row (and the prompts, unless `prefix` holds them). -> [R, M] log P(tails[r, i] | prompt, response so far, first, tails[r, :i]),
-    0 past a row's length."""
+    holds `step` response tokens per row (and the prompts, unless `prefix` holds them).
+    -> [R, M] log P(tails[r, i] | prompt, response so far, first, tails[r, :i]), 0 past a
+    row's length."""
     users = len(prompt_len)
     rows, span = tails.shape
     per_user = rows // users
