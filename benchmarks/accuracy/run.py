@@ -91,6 +91,23 @@ def git_commit() -> str:
     return result.stdout.strip() or "unknown"
 
 
+def guidance_lines(summary: dict) -> list[str]:
+    """The guidance scale each LLM run chose, with the validation NDCG@10 of every grid point."""
+    per_seed = summary.get("guidance") or {}
+    if per_seed and "chosen" in next(iter(per_seed.values()), {}):  # one experiment, no seeds
+        per_seed = {"": per_seed}
+    lines = []
+    for seed, runs in per_seed.items():
+        for run, choice in runs.items():
+            grid = ", ".join(f"{scale} {score:.4f}" for scale, score in choice["scores"].items())
+            lines.append(
+                f"- guidance {run}{f' seed {seed}' if seed else ''}: scale {choice['chosen']:g} "
+                f"chosen on {choice['validation_users']} validation users ({choice['metric']} "
+                f"per scale: {grid})"
+            )
+    return lines
+
+
 def record(name: str, summary: dict, results_dir: Path, table: str) -> None:
     header = {
         "scale": name,
@@ -109,6 +126,7 @@ def record(name: str, summary: dict, results_dir: Path, table: str) -> None:
         f"- data: {summary['data']}",
         f"- settings: `{json.dumps(summary['settings'])}`",
         *([f"- seeds: {', '.join(map(str, summary['seeds']))}"] if "seeds" in summary else []),
+        *guidance_lines(summary),
         "- wall time (s): "
         + ", ".join(
             f"{step} {'reused' if seconds is None else f'{seconds:.0f}'}"

@@ -67,6 +67,12 @@ def run_seeds(settings: ExperimentSettings, out_dir: str | Path, seeds: list[int
         "metrics": metrics,
         "comparisons": comparisons,
         "pairs": pairs,
+        # the guidance scale each LLM run chose on validation users, per seed
+        "guidance": {
+            str(seed): s["guidance"]
+            for seed, s in zip(seeds, per_seed, strict=True)
+            if s.get("guidance")
+        },  # fmt: skip
         "timings_s": timings,
     }
     write_json(out / "summary-seeds.json", summary)
