@@ -25,8 +25,8 @@ import torch
 
 from . import shared_prefix
 from .guidance import branch_log_probs, mix
-from .lm import feed_step, prefill
-from .tails import chain_below, reusable, tail_scores
+from .lm import feed_step, plain_cache, prefill
+from .tails import chain_below, tail_scores
 from .trie import TitleTrie
 
 NEG_INF = float("-inf")
@@ -164,7 +164,7 @@ def _search(
         # above each of those beams runs to its title's end and enters the pool (there are at
         # most W candidates per step from now on), so its tails are scored in one pass.
         fixed = None
-        if score_tails and reusable(cache):
+        if score_tails and plain_cache(cache):
             single, all_tails, all_lengths, all_titles = chain_below(trie, nodes.view(-1), pad_id)
             fixed = (single.view(nodes.shape) | (scores == NEG_INF)).all(1)
         if fixed is not None and bool(fixed.any()):

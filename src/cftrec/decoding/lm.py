@@ -49,6 +49,24 @@ def forward(model, ids, mask, positions, cache=None, logits_to_keep: int = 0, **
     return out, output_cache(out)
 
 
+def plain_cache(cache) -> bool:
+    """Whether every layer of `cache` is a plain full-length one (no sliding window and the
+    like): its keys/values can then be shared, copied by rows or reused as they are."""
+    from transformers.cache_utils import DynamicLayer
+
+    return all(type(layer) is DynamicLayer for layer in cache.layers)
+
+
+def cache_of(layers):
+    """A new plain cache holding (keys, values) per layer, in order."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    for index, (keys, values) in enumerate(layers):
+        cache.update(keys, values, index)
+    return cache
+
+
 def prefill(model, prompts: Sequence[Sequence[int]], pad_id: int, head=None):
     """Run the prompts once. -> (next-token log-probs [B, V], cache, mask [B, L], lengths [B]).
 

@@ -42,9 +42,7 @@ class PromptHead:
         """The head's keys/values per layer for `model` (computed on first use; the weights are
         taken as frozen, as everywhere in decoding); None where the model's cache is not plain
         full-length layers, so the head cannot be reused."""
-        from transformers.cache_utils import DynamicLayer
-
-        from .lm import forward, model_device
+        from .lm import forward, model_device, plain_cache
 
         key = (next(model.parameters()).dtype, model_device(model))
         if self._model is None or self._model() is not model or self._model_key != key:
@@ -54,7 +52,7 @@ class PromptHead:
             positions = torch.arange(len(self.ids), device=device).unsqueeze(0)
             with torch.inference_mode():
                 _, cache = forward(model, ids, mask, positions, logits_to_keep=1)
-            plain = all(type(layer) is DynamicLayer for layer in cache.layers)
+            plain = plain_cache(cache)
             self._states = [(layer.keys, layer.values) for layer in cache.layers] if plain else None
             self._model, self._model_key = weakref.ref(model), key
             self.computed += 1
@@ -63,13 +61,12 @@ class PromptHead:
     def cache_for(self, model, batch: int):
         """A fresh cache holding the head's keys/values for `batch` prompts (None: not
         reusable for this model)."""
-        from transformers import DynamicCache
+        from .lm import cache_of
 
         states = self.states(model)
         if states is None:
             return None
-        cache = DynamicCache()
-        for layer, (keys, values) in enumerate(states):
-            shape = (batch, *keys.shape[1:])
-            cache.update(keys.expand(shape), values.expand(shape), layer)
-        return cache
+        return cache_of(
+            (keys.expand(batch, *keys.shape[1:]), values.expand(batch, *values.shape[1:]))
+            for keys, values in states
+        )

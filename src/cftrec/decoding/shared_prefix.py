@@ -69,11 +69,9 @@ def plain_attention(model) -> bool:
 def supports(model, cache) -> bool:
     """Inside `attention(model)`: whether beams may share the prompt of this prefilled cache
     (the model was switched, and every cache layer is a plain full-length one)."""
-    from transformers.cache_utils import DynamicLayer
+    from .lm import plain_cache
 
-    return model.config._attn_implementation == NAME and all(
-        type(layer) is DynamicLayer for layer in cache.layers
-    )
+    return model.config._attn_implementation == NAME and plain_cache(cache)
 
 
 # Keywords the model passes to its attention function that do not change the result here.

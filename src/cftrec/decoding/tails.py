@@ -13,21 +13,13 @@ from __future__ import annotations
 
 import torch
 
-from .lm import forward
+from .lm import cache_of, forward
 from .shared_prefix import SharedPrefix
 from .trie import TitleTrie
 
 # Response positions scored per forward pass (rows x tail length): bounds the logits held at
 # once (positions x vocabulary floats, about 100 MB for SmolLM2's vocabulary).
 TAIL_POSITIONS = 512
-
-
-def reusable(cache) -> bool:
-    """Whether the search cache's rows can be copied into a plain cache for a tail pass (every
-    layer a plain full-length one; a sliding window keeps only recent tokens)."""
-    from transformers.cache_utils import DynamicLayer
-
-    return all(type(layer) is DynamicLayer for layer in cache.layers)
 
 
 def chain_below(trie: TitleTrie, nodes: torch.Tensor, pad_id: int):
@@ -111,11 +103,9 @@ def tail_scores(
 
 def _cache_rows(cache, index: torch.Tensor):
     """A new cache holding rows `index` of `cache` (which is left as it is)."""
-    from transformers import DynamicCache
-
-    rows = DynamicCache()
-    for layer, entry in enumerate(cache.layers):
-        if getattr(entry, "keys", None) is None or entry.keys.numel() == 0:
-            return DynamicCache()  # nothing cached yet (the first step with a shared prompt)
-        rows.update(entry.keys.index_select(0, index), entry.values.index_select(0, index), layer)
-    return rows
+    layers = [entry for entry in cache.layers if getattr(entry, "keys", None) is not None]
+    if len(layers) < len(cache.layers) or any(e.keys.numel() == 0 for e in layers):
+        return cache_of([])  # nothing cached yet (the first step with a shared prompt)
+    return cache_of(
+        (e.keys.index_select(0, index), e.values.index_select(0, index)) for e in layers
+    )
