@@ -140,7 +140,8 @@ def test_export(tree, capsys, monkeypatch):
 
 def test_evaluate(tree, capsys, monkeypatch):
     out = tree["data"].parent / "eval"
-    from cftrec.evaluation import evaluate as evaluation
+    from cftrec.evaluation import summary as evaluation
+    from cftrec.evaluation.progress import progress_folder
 
     def half_written_cases(path, records):
         Path(path).write_text('{"case_id": ', encoding="utf-8")
@@ -152,7 +153,11 @@ def test_evaluate(tree, capsys, monkeypatch):
         code, _, err = run_main(args, capsys)
     _assert_disk_full_line(code, err, out)
     assert not out.exists() and leftover_temporaries(out.parent) == []
-    assert run_main(args, capsys)[0] == 0 and (out / "results.json").exists()
+    # the decoded cases are kept: once there is space, --resume only writes the output
+    assert progress_folder(out).exists()
+    assert run_main([*args, "--resume"], capsys)[0] == 0 and (out / "results.json").exists()
+    assert json.loads((out / "results.json").read_text())["resumed"]["cases"] > 0
+    assert not progress_folder(out).exists()
 
 
 class FullDiskSafetensors:

@@ -62,11 +62,20 @@ def evaluate_command(
         bool, typer.Option("--json", help="Print results.json, not the table.")
     ] = False,
     threads: Threads = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue an interrupted evaluation into the same -o folder: the cases it "
+            "finished are not decoded again (the settings must be the same).",
+        ),
+    ] = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Rank the catalogue for every case of a split; NDCG@K and HR@K, coverage, popularity.
 
-    Under `accelerate launch` the cases are split across processes and gathered.
+    Under `accelerate launch` the cases are split across processes and gathered. Finished
+    cases are kept as the evaluation goes, so an interrupted one continues with --resume.
     """
     import json
 
@@ -85,7 +94,7 @@ def evaluate_command(
         allow_data_mismatch=allow_data_mismatch, dtype=dtype, exclude_history=exclude_history,
         check_search=check_search,
     )  # fmt: skip
-    results = evaluate(run, data, out, settings, overwrite=overwrite)
+    results = evaluate(run, data, out, settings, overwrite=overwrite, resume=resume)
     if results is None:  # not the main process
         return
     if as_json:
@@ -93,8 +102,11 @@ def evaluate_command(
         return
     console = Console()
     console.print(metrics_table(results, results["name"]))
+    resumed = results.get("resumed")
+    earlier = f" ({resumed['cases']} of them decoded before)" if resumed else ""
     console.print(
-        f"{results['num_cases']} cases in {results['elapsed_s']:.1f} s -> {out}/results.json"
+        f"{results['num_cases']} cases{earlier} in {results['elapsed_s']:.1f} s "
+        f"-> {out}/results.json"
     )
 
 

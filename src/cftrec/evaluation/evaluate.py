@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..data.dataset import DEFAULT_MAX_HISTORY, Dataset, Sample
@@ -43,21 +43,14 @@ from ..decoding.methods import (
     resolve_beams,
 )
 from ..errors import CftrecError
-from ..files import atomic_directory, check_output, write_json
-from ..provenance import provenance
-from .metrics import CUTOFFS, coverage, decided_cutoffs, mean_metrics, target_rank
-from .popularity_bias import mean_popularity, plot_popularity
-from .report import CASES_FILE, PLOT_FILE, RESULTS_FILE, TABLE_FILE, metrics_markdown, write_cases
-from .search_check import (
-    case_check,
-    checked_case_ids,
-    exact_scores,
-    search_cutoffs,
-    summarise_checks,
-)
+from ..files import check_output
+from .metrics import CUTOFFS
+from .progress import EvaluationProgress, evaluation_identity
+from .report import COMMAND
+from .search_check import case_check, checked_case_ids, exact_scores, search_cutoffs
+from .summary import applied_settings, summarise, write_outputs
 
 log = logging.getLogger(__name__)
-COMMAND = "evaluate"  # what the output marker names
 LIST_LENGTH = max(CUTOFFS)
 
 
@@ -133,9 +126,12 @@ def _check_settings(settings: EvaluationSettings, kind: str) -> None:
             )
 
 
-def _decode_cases(recommender, kind, cases, settings, assistant, checked, progress) -> list[dict]:
+def _decode_cases(
+    recommender, kind, cases, settings, assistant, checked, progress, on_batch=None
+) -> list[dict]:
     """Recommend for `cases` in batches -> one record per case (not yet ranked); the cases
-    whose id is in `checked` get a "search_check" (their beam list against the exact one)."""
+    whose id is in `checked` get a "search_check" (their beam list against the exact one).
+    `on_batch(seconds, records)` is called with each finished batch."""
     from tqdm.auto import tqdm
 
     catalog = recommender.catalog
@@ -144,6 +140,7 @@ def _decode_cases(recommender, kind, cases, settings, assistant, checked, progre
     records = []
     starts = range(0, len(cases), settings.batch_size)
     for start in tqdm(starts, desc="evaluating", unit="batch", disable=not progress):
+        began_batch = time.perf_counter()
         batch = cases[start : start + settings.batch_size]
         histories = [list(sample.history) for _, sample in batch]
         excluded = [
@@ -191,6 +188,8 @@ def _decode_cases(recommender, kind, cases, settings, assistant, checked, progre
                 check["exact_top"] = [catalog.titles[t] for t in check["exact_top"]]
                 check["exact_s"] = round(seconds, 3)
                 records[len(records) - len(batch) + row]["search_check"] = check
+        if on_batch is not None:
+            on_batch(time.perf_counter() - began_batch, records[len(records) - len(batch) :])
     return records
 
 
@@ -201,9 +200,12 @@ def evaluate(
     settings: EvaluationSettings | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    resume: bool = False,
 ) -> dict | None:
     """Evaluate a run; returns results.json's content on the main process (None elsewhere).
-    `out_dir=None` writes nothing; `overwrite`: see cftrec.io.check_output."""
+    `out_dir=None` writes nothing; `overwrite`: see cftrec.files.check_output (it also discards
+    an unfinished evaluation's progress); `resume`: continue an unfinished evaluation into
+    `out_dir` (progress.py)."""
     import torch
     from accelerate import PartialState
     from accelerate.utils import gather_object
@@ -217,6 +219,9 @@ def evaluate(
     inputs = (run_dir, data_dir, settings.assistant)
     if out_dir is not None:
         check_output(out_dir, COMMAND, inputs, overwrite)
+        EvaluationProgress(out_dir).check(resume, overwrite)
+    elif resume:
+        raise CftrecError("resuming an evaluation needs its output folder")
     # Without a GPU, processes started by a launcher (accelerate launch --multi_gpu, torchrun)
     # join a CPU (gloo) group only when PartialState is told to use the CPU.
     state = PartialState(cpu=not torch.cuda.is_available())
@@ -262,175 +267,53 @@ def evaluate(
         # the same seed as --sample: one seed for every choice of cases
         ids = [case_id for case_id, _ in cases]
         checked = checked_case_ids(ids, settings.check_search, settings.sample_seed)
-    start = time.perf_counter()
-    with state.split_between_processes(list(range(len(cases)))) as mine:
-        shard = [cases[i] for i in mine]
-        records = _decode_cases(
-            recommender, kind, shard, settings, assistant, checked,
-            progress and state.is_main_process,
-        )  # fmt: skip
-    records = gather_object(records) if state.num_processes > 1 else records
-    elapsed = time.perf_counter() - start
-    if not state.is_main_process:
-        return None
-    if [r["case_id"] for r in records] != [case_id for case_id, _ in cases]:
-        raise RuntimeError("gathered cases are out of order or incomplete")
-
-    results = summarise(records, dataset, info, run_dir, data_dir, settings, max_history)
-    results.update(
-        elapsed_s=round(elapsed, 3),
-        cases_per_s=round(len(records) / elapsed, 3) if elapsed > 0 else None,
-        num_processes=state.num_processes,
-        threads=torch.get_num_threads(),  # CPU threads per process (cftrec.threads)
-        warnings=warnings,
-    )
+    saved = None
     if out_dir is not None:
-        write_outputs(out_dir, results, records, dataset, inputs, overwrite)
-    return results
-
-
-def applied_settings(settings: EvaluationSettings, kind: str) -> dict:
-    """The settings that shaped this evaluation: decoding options only for LLM runs (beams
-    not for exhaustive scoring), guidance only with an assistant, the sample seed only with a
-    sample or a search check, the search check only when asked for."""
-    applied = asdict(settings)
-    unused = set()
-    if kind != "llm":
-        unused |= {"decoding", "beams", "length_penalty", "dtype", "assistant", "guidance_scale"}
-    if decoding_method(settings.decoding).default_beams is None:
-        unused.add("beams")  # exact and exhaustive take no beams
-    if not settings.assistant:
-        unused |= {"assistant", "guidance_scale"}
-    if settings.sample is None and settings.check_search is None:
-        unused.add("sample_seed")
-    if settings.check_search is None:
-        unused.add("check_search")
-    return {name: value for name, value in applied.items() if name not in unused}
-
-
-def _by_target(records: list[dict], cutoffs) -> dict:
-    """Metrics of the cases whose target is a warm (trained-on) item and of those whose target
-    is a cold item (held out of training); None for a group without cases."""
-    groups = {}
-    for name, cold in (("warm", False), ("cold", True)):
-        ranks = [r["rank"] for r in records if r["cold"] == cold]
-        groups[name] = {
-            "num_cases": len(ranks),
-            "metrics": mean_metrics(ranks, cutoffs) if ranks else None,
-        }
-    return groups
-
-
-def summarise(records, dataset, info, run_dir, data_dir, settings, max_history) -> dict:
-    """Ranks, metrics and settings from the per-case records (adds "target_title", "rank"
-    (None for a miss) and "cold" to each record)."""
-    catalog = dataset.catalog
-    cold_items = dataset.cold_items
-    for record in records:
-        record["target_title"] = catalog.title(record["target"])
-        record["rank"] = target_rank(record["titles"], record["target_title"])
-        record["cold"] = record["target"] in cold_items
-    ranked = [r["titles"] for r in records]
-    generations = [g for r in records for g in r.get("generations", [])]
-    invalid = sum(not g["valid"] for g in generations) / len(generations) if generations else 0.0
-    popularity = dataset.train_popularity()
-    # Metrics at K are decided only where every list holds K titles (or every title it may
-    # rank: the catalogue, less the history's titles when they are excluded): HR@50 of
-    # 10-title beam lists would equal HR@10, not a full ranking's HR@50.
-    num_titles = len(catalog.titles)
-    excluded = [
-        set(catalog.titles_for(r["history"])) if settings.exclude_history else set()
-        for r in records
-    ]
-    list_length = min(len(t) for t in ranked)
-    cutoffs = decided_cutoffs(
-        (len(r["titles"]), num_titles - len(gone))
-        for r, gone in zip(records, excluded, strict=True)
-    )
-    applied = applied_settings(settings, info["kind"])
-    decoding = None
-    if info["kind"] == "llm":
-        names = ("beams", "length_penalty", "assistant", "guidance_scale")
-        decoding = {"method": settings.decoding} | {n: applied[n] for n in names if n in applied}
-    results = {
-        "name": Path(run_dir).name,
-        "metrics": mean_metrics([r["rank"] for r in records], cutoffs),
-        "cutoffs": list(cutoffs),
-        "unavailable_cutoffs": [k for k in CUTOFFS if k not in cutoffs],
-        **({"by_target": _by_target(records, cutoffs)} if cold_items else {}),
-        "num_cases": len(records),
-        "invalid_rate": invalid,
-        "coverage@10": coverage(ranked, len(catalog.titles), 10),
-        "mean_popularity@10": mean_popularity(ranked, popularity, 10),
-        "mean_popularity_history": mean_popularity(
-            [catalog.titles_for(r["history"]) for r in records], popularity, k=10**9
-        ),
-        "mean_popularity_target": mean_popularity(
-            [[r["target_title"]] for r in records], popularity, 1
-        ),
-        "list_length": list_length,
-        "run": {
-            "path": str(run_dir),
-            "kind": info["kind"],
-            "data_fingerprint": info.get("data_fingerprint"),
-        },  # fmt: skip
-        "data": {
-            "path": str(data_dir),
-            "fingerprint": dataset.fingerprint,
-            "split": settings.split,
-            "max_history": max_history,
-            "limit": settings.limit,
-            "sample": settings.sample,
-            "sample_seed": settings.sample_seed,
-        },  # fmt: skip
-        "decoding": decoding,
-        "settings": applied,
-        "provenance": provenance(),
-        "case_ids": [r["case_id"] for r in records],
-    }
-    if settings.exclude_history:
-        beam = info["kind"] == "llm" and settings.decoding == "beam"
-        how = (
-            f"removed from each beam list after the search: a list may hold fewer than "
-            f"{settings.beams} titles"
-            if beam
-            else "masked before ranking"
+        saved = EvaluationProgress(out_dir, state.process_index)
+        if state.is_main_process:
+            identity = evaluation_identity(
+                run_dir, dataset.fingerprint, recommender.catalog.titles, settings.assistant,
+                applied_settings(settings, kind),
+            )  # fmt: skip
+            saved.prepare(identity, resume, overwrite)
+        state.wait_for_everyone()
+    try:
+        earlier = saved.finished_batches() if saved else []
+        done = {r["case_id"]: r for batch in earlier for r in batch["records"]}
+        todo = [case for case in cases if case[0] not in done]
+        start = time.perf_counter()
+        with state.split_between_processes(todo) as shard:
+            records = _decode_cases(
+                recommender, kind, shard, settings, assistant, checked,
+                progress and state.is_main_process, saved.record if saved else None,
+            )  # fmt: skip
+        records = gather_object(records) if state.num_processes > 1 else records
+        elapsed = time.perf_counter() - start
+        if not state.is_main_process:
+            return None
+        done.update((r["case_id"], r) for r in records)
+        if len(done) != len(cases) or len(records) != len(todo):
+            raise RuntimeError("gathered cases are incomplete")
+        records = [done[case_id] for case_id, _ in cases]
+        results = summarise(records, dataset, info, run_dir, data_dir, settings, max_history)
+        results.update(
+            elapsed_s=round(elapsed, 3),
+            cases_per_s=round(len(todo) / elapsed, 3) if elapsed > 0 and todo else None,
+            num_processes=state.num_processes,
+            threads=torch.get_num_threads(),  # CPU threads per process (cftrec.threads)
+            warnings=warnings,
         )
-        results["exclude_history"] = {
-            "note": f"the titles of each case's history are {how}",
-            "targets_in_history": sum(
-                r["target_title"] in gone for r, gone in zip(records, excluded, strict=True)
-            ),  # misses by this protocol
-        }
-    checked = [r for r in records if "search_check" in r]
-    if checked:
-        checks = [r["search_check"] for r in checked]
-        results["search_check"] = summarise_checks(
-            checks, search_cutoffs(settings.beams, num_titles)
-        ) | {
-            "seed": settings.sample_seed,
-            "exact_s": round(sum(c["exact_s"] for c in checks), 3),
-            "case_ids": [r["case_id"] for r in checked],
-        }
+        if earlier:  # decoded by earlier, interrupted sessions (elapsed_s is this session's)
+            results["resumed"] = {
+                "cases": len(cases) - len(todo),
+                "seconds": round(sum(batch["seconds"] for batch in earlier), 3),
+            }
+        if out_dir is not None:
+            write_outputs(out_dir, results, records, dataset, inputs, overwrite)
+    except BaseException:  # interrupted or failed: what was finished stays, for --resume
+        if saved is not None:
+            saved.abandon()
+        raise
+    if saved is not None:
+        saved.remove()  # its cases are in the output now
     return results
-
-
-def write_outputs(
-    out_dir, results: dict, records: list[dict], dataset: Dataset, inputs=(), overwrite=False
-) -> None:
-    """All output files at once (temporary directory, then rename; `inputs`, `overwrite`: the
-    output policy of cftrec.io.check_output)."""
-    catalog = dataset.catalog
-    popularity = dataset.train_popularity()
-    with atomic_directory(out_dir, COMMAND, inputs, overwrite) as tmp:
-        write_json(tmp / RESULTS_FILE, results)
-        (tmp / TABLE_FILE).write_text(metrics_markdown(results, results["name"]), encoding="utf-8")
-        write_cases(tmp / CASES_FILE, records)
-        plot_popularity(
-            tmp / PLOT_FILE,
-            popularity,
-            recommended=[t for r in records for t in r["titles"][:10]],
-            histories=[t for r in records for t in catalog.titles_for(r["history"])],
-            targets=[r["target_title"] for r in records],
-            title=f"{results['name']}: popularity of recommended titles",
-        )

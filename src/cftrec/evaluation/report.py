@@ -9,6 +9,7 @@ from ..errors import CftrecError
 from ..files import read_json
 from .metrics import CUTOFFS, METRICS, metric_names
 
+COMMAND = "evaluate"  # what the marker of an evaluation's output folders names
 RESULTS_FILE = "results.json"
 CASES_FILE = "cases.jsonl"
 TABLE_FILE = "results.md"

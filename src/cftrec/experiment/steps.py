@@ -59,11 +59,11 @@ def evaluate_step(
     split: str = "test",
 ) -> float | None:
     """`cftrec evaluate` of `run` on `split` into `out` (the test split: the experiment's
-    case limit applies)."""
+    case limit applies); an evaluation interrupted in an earlier session continues."""
     cases = ["--limit", str(settings.eval_limit)] if settings.eval_limit and split == "test" else []
     args = ["evaluate", "--run", str(run), "--data", str(data), "--split", split,
             *decoding_args, *cases, "--batch-size", str(settings.eval_batch_size),
-            *_model_flags(settings), "-o", str(out)]  # fmt: skip
+            *_model_flags(settings), "--resume", "-o", str(out)]  # fmt: skip
     return run_step(title, args, out / "results.json", settings.force, settings.launcher)
 
 
