@@ -130,3 +130,27 @@ def test_seeds_pool_the_pairs_cft_vs_sft_and_best_llm_row_vs_sasrec(tmp_path, mo
         ("seed-2", "sft+g", "cft+g"),
     ]
     assert "| cft+g - sft+g | ndcg@10 |" in seeds.seeds_table(summary)
+
+
+def test_a_user_sample_and_the_history_excluded_protocol_reach_every_evaluation(tmp_path, commands):
+    """Amazon Toys' protocol: the test rows score a seeded sample of users; with history
+    excluded every evaluation (the guidance choice too) ranks without the history's titles, in
+    folders of its own, so both protocols share the runs without overwriting each other."""
+    chosen = settings(eval_sample=2000, eval_sample_seed=0, exclude_history=True)
+    variant_rows(chosen, tmp_path / "data", NAMES, tmp_path, {})
+    tests = [c for c in commands if "valid" not in c]
+    selection = [c for c in commands if "valid" in c]
+    assert tests and selection
+    for command in tests:
+        assert command[command.index("--sample") + 1] == "2000"
+        assert command[command.index("--sample-seed") + 1] == "0"
+        assert Path(command[-1]).parent == tmp_path / "results-history-excluded"
+    for command in selection:  # its own validation sample, not the test users'
+        assert command[command.index("--sample") + 1] == "30"
+        assert Path(command[-1]).parent.parent == tmp_path / "guidance-selection-history-excluded"
+    assert all("--exclude-history" in c and "--resume" in c for c in commands)
+
+    commands.clear()
+    variant_rows(settings(), tmp_path / "data", NAMES, tmp_path, {})  # history kept
+    assert not any("--exclude-history" in c for c in commands)
+    assert {Path(c[-1]).parent for c in commands if "valid" not in c} == {tmp_path / "results"}

@@ -184,6 +184,20 @@ def main() -> None:
         help="also evaluate every LLM row with these decodings (e.g. beam:50 exact)",
     )  # fmt: skip
     parser.add_argument(
+        "--sample", type=int, default=None,
+        help="evaluate the test cases of a seeded sample of N users (e.g. 2000 on Amazon Toys)",
+    )  # fmt: skip
+    parser.add_argument("--sample-seed", type=int, default=0, help="seed of --sample")
+    parser.add_argument(
+        "--exclude-history", action="store_true",
+        help="every row ranks without the case's history titles (its own results folders and "
+        "table, the runs shared with the history-kept protocol)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--table", default=None,
+        help="name of the results table (accuracy-NAME.json/.md; default from the scale)",
+    )  # fmt: skip
+    parser.add_argument(
         "--threads", type=int, default=None,
         help="torch threads of every step that runs a model (1: run suites side by side)",
     )  # fmt: skip
@@ -209,19 +223,26 @@ def main() -> None:
         overrides["extra_decodings"] = tuple(args.extra_decodings)
     if args.threads:
         overrides["threads"] = args.threads
+    if args.sample:
+        overrides |= {"eval_sample": args.sample, "eval_sample_seed": args.sample_seed}
+    if args.exclude_history:
+        overrides["exclude_history"] = True
     settings = replace(base, **overrides)
     out = Path(args.out or ROOT / "runs-accuracy" / args.scale)
 
     if args.seeds:
         summary = run_seeds(settings, out, args.seeds)
         # the guided suite is its own table; it never replaces the plain one
-        name = f"{args.scale}-guided-seeds" if args.guided else f"{args.scale}-seeds"
-        record(name, summary, Path(args.results_dir), seeds_table(summary))
+        name = args.table or (
+            f"{args.scale}-guided-seeds" if args.guided else f"{args.scale}-seeds"
+        )
+        record(name + settings.protocol(), summary, Path(args.results_dir), seeds_table(summary))
         return
     if args.scale != "sweep":
         summary = run_experiment(settings, out)
         record(
-            f"{args.scale}-guided" if args.guided else args.scale,
+            (args.table or (f"{args.scale}-guided" if args.guided else args.scale))
+            + settings.protocol(),
             summary,
             Path(args.results_dir),
             summary_table(summary),

@@ -54,7 +54,7 @@ def run_experiment(settings: ExperimentSettings, out_dir: str | Path) -> dict:
     data = prepare_data(settings, out, timings)
     run_step("Dataset statistics", ["data", "stats", str(data)])
 
-    runs, results = out / "runs", out / "results"
+    runs, results = out / "runs", out / f"results{settings.protocol()}"
     names = {m: settings.cft_run_name if m == "cft" else m for m in settings.methods}
     for method, name in names.items():
         run = runs / name
@@ -109,6 +109,7 @@ def run_experiment(settings: ExperimentSettings, out_dir: str | Path) -> dict:
                 settings.dtype,
                 "-o",
                 str(run),
+                "--resume",  # a training stopped in an earlier session continues
             ]
             if settings.lora:
                 train_args.append("--lora")
@@ -153,7 +154,7 @@ def run_experiment(settings: ExperimentSettings, out_dir: str | Path) -> dict:
         pairs[f"{best} vs sasrec"] = compare_step(results, "sasrec", best, force)
 
     # A step an earlier invocation did keeps the time it took then (None: not known).
-    earlier = out / "summary.json"
+    earlier = out / f"summary{settings.protocol()}.json"
     if earlier.exists():
         before = read_json(earlier).get("timings_s", {})
         timings = {step: before.get(step) if t is None else t for step, t in timings.items()}
@@ -167,5 +168,5 @@ def run_experiment(settings: ExperimentSettings, out_dir: str | Path) -> dict:
         "guidance": guidance,
         "timings_s": timings,
     }
-    write_json(out / "summary.json", summary)
+    write_json(out / f"summary{settings.protocol()}.json", summary)
     return summary

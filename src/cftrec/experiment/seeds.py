@@ -75,23 +75,21 @@ def run_seeds(settings: ExperimentSettings, out_dir: str | Path, seeds: list[int
         },  # fmt: skip
         "timings_s": timings,
     }
-    write_json(out / "summary-seeds.json", summary)
+    write_json(out / f"summary-seeds{settings.protocol()}.json", summary)
     return summary
 
 
 def _pair(out: Path, seeds: list[int], a: str, b: str, settings: ExperimentSettings) -> dict:
     """Row b against row a, per seed and pooled over the seeds (`cftrec compare` with one run
     per seed on each side: each case averaged over the seeds, cases resampled)."""
-    per_seed = [
-        compare_step(out / f"seed-{seed}" / "results", a, b, settings.force)["metrics"]
-        for seed in seeds
-    ]
-    target = out / f"compare-{a}-vs-{b}-pooled.json"
+    results = [out / f"seed-{seed}" / f"results{settings.protocol()}" for seed in seeds]
+    per_seed = [compare_step(folder, a, b, settings.force)["metrics"] for folder in results]
+    target = out / f"compare-{a}-vs-{b}-pooled{settings.protocol()}.json"
     sides = [
         arg
         for side, row in (("-a", a), ("-b", b))
-        for seed in seeds
-        for arg in (side, str(out / f"seed-{seed}" / "results" / row))
+        for folder in results
+        for arg in (side, str(folder / row))
     ]
     run_step(
         f"Paired significance pooled over seeds {seeds}: {b} vs {a}",

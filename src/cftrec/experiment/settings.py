@@ -27,6 +27,11 @@ class ExperimentSettings:
     batch_size: int = 8
     learning_rate: float = 1e-3
     eval_limit: int | None = 200
+    eval_sample: int | None = None  # the test cases of a seeded sample of this many users
+    eval_sample_seed: int = 0
+    # Every row (and the guidance choice) ranks without the case's history titles, into its
+    # own results folder and summary: the runs are shared with the history-kept protocol.
+    exclude_history: bool = False
     beams: int = 10  # the published D3/CFT protocol the suite is set beside (not DEFAULT_BEAMS)
     eval_batch_size: int = 8  # test cases decoded together
     decoding: str = "beam"
@@ -46,3 +51,7 @@ class ExperimentSettings:
     guidance_scales: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25, 0.0)  # ties: the first wins
     guidance_valid_users: int = 300
     extra_decodings: tuple[str, ...] = ()
+
+    def protocol(self) -> str:
+        """The suffix of this protocol's results folders and summaries."""
+        return "-history-excluded" if self.exclude_history else ""

@@ -59,8 +59,17 @@ def evaluate_step(
     split: str = "test",
 ) -> float | None:
     """`cftrec evaluate` of `run` on `split` into `out` (the test split: the experiment's
-    case limit applies); an evaluation interrupted in an earlier session continues."""
-    cases = ["--limit", str(settings.eval_limit)] if settings.eval_limit and split == "test" else []
+    user sample and case limit apply; every split: its protocol); an evaluation interrupted in
+    an earlier session continues."""
+    cases = []
+    if split == "test":  # the validation cases of a guidance choice are chosen by the caller
+        if settings.eval_sample:
+            cases += ["--sample", str(settings.eval_sample),
+                      "--sample-seed", str(settings.eval_sample_seed)]  # fmt: skip
+        if settings.eval_limit:
+            cases += ["--limit", str(settings.eval_limit)]
+    if settings.exclude_history:
+        cases.append("--exclude-history")
     args = ["evaluate", "--run", str(run), "--data", str(data), "--split", split,
             *decoding_args, *cases, "--batch-size", str(settings.eval_batch_size),
             *_model_flags(settings), "--resume", "-o", str(out)]  # fmt: skip

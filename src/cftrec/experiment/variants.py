@@ -69,7 +69,7 @@ def variant_rows(
 ) -> tuple[list[str], dict]:
     """Evaluate the extra rows into out/results/ROW; -> (row names, the chosen guidance per LLM
     run)."""
-    runs, results = out / "runs", out / "results"
+    runs, results = out / "runs", out / f"results{settings.protocol()}"
     llm_rows = [names[m] for m in ("sft", "cft") if m in names]
     guided = settings.guided and bool(llm_rows)
     if guided and "sasrec" not in names:
@@ -80,7 +80,7 @@ def variant_rows(
         if guided:
             guidance[name] = choose_guidance_scale(
                 settings, data, runs / name, runs / names["sasrec"],
-                out / "guidance-selection" / name, timings,
+                out / f"guidance-selection{settings.protocol()}" / name, timings,
             )  # fmt: skip
             guided_args = ["--assistant", str(runs / names["sasrec"]),
                            "--guidance-scale", f"{guidance[name]['chosen']:g}"]  # fmt: skip
