@@ -199,3 +199,52 @@ def test_compare_refuses_mixing_protocols(setup, capsys):
     err = capsys.readouterr().err.strip()
     assert "--exclude-history" in err and len(err.splitlines()) == 1
     assert run(["compare", str(excluded), str(excluded)]) == 0
+
+
+def test_reused_beam_lists_score_as_decoded_ones(setup, capsys):
+    """--reuse-lists: the history-excluded row from the history-kept row's lists, without
+    decoding, is the row decoded with --exclude-history (cases, metrics, notes)."""
+    base, data, _ = setup
+    _, _, kept = evaluate(base, data, "llm", "reuse-kept", "--beams", "5")
+    decoded, decoded_cases, _ = evaluate(
+        base, data, "llm", "reuse-decoded", "--beams", "5", "--exclude-history"
+    )
+    reused, reused_cases, _ = evaluate(
+        base, data, "llm", "reuse-reused", "--beams", "5", "--exclude-history",
+        "--reuse-lists", str(kept),
+    )  # fmt: skip
+    fields = ("case_id", "titles", "scores", "rank", "target_title", "generations")
+    assert [{f: c.get(f) for f in fields} for c in reused_cases] == [
+        {f: c.get(f) for f in fields} for c in decoded_cases
+    ]
+    for key in ("metrics", "cutoffs", "list_length", "exclude_history", "invalid_rate"):
+        assert reused[key] == decoded[key]
+    assert reused["settings"]["reuse_lists"] == str(kept)
+
+    # only the same lists: other beams, a changed run, other cases, another decoding
+    def refused(*extra, run_name="llm"):
+        out = base / "results" / "reuse-refused"
+        args = ["evaluate", "--run", str(base / run_name), "--data", str(data), "-o", str(out),
+                "--exclude-history", "--reuse-lists", str(kept), *extra]  # fmt: skip
+        capsys.readouterr()
+        assert run(args) == 2
+        assert not out.exists()
+        return capsys.readouterr().err
+
+    assert "differs in beams" in refused("--beams", "4")
+    assert "differs in cases" in refused("--beams", "5", "--limit", "3")
+    assert "--decoding beam" in refused("--decoding", "exact")
+    assert "an LLM run" in refused(run_name="pop")
+    _, _, excluded = evaluate(base, data, "llm", "reuse-source-excluded", "--beams", "5",
+                              "--exclude-history")  # fmt: skip
+    out = base / "results" / "reuse-kept-from-excluded"
+    assert run(["evaluate", "--run", str(base / "llm"), "--data", str(data), "-o", str(out),
+                "--beams", "5", "--reuse-lists", str(excluded)]) == 2  # fmt: skip
+    assert "lost the history's titles" in capsys.readouterr().err
+    run_json = base / "llm" / "run.json"
+    original = run_json.read_text()
+    try:
+        run_json.write_text(original + "\n")  # as if retrained into the same folder
+        assert "differs in run.json" in refused("--beams", "5")
+    finally:
+        run_json.write_text(original)

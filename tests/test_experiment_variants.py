@@ -134,8 +134,17 @@ def test_seeds_pool_the_pairs_cft_vs_sft_and_best_llm_row_vs_sasrec(tmp_path, mo
 
 def test_a_user_sample_and_the_history_excluded_protocol_reach_every_evaluation(tmp_path, commands):
     """Amazon Toys' protocol: the test rows score a seeded sample of users; with history
-    excluded every evaluation (the guidance choice too) ranks without the history's titles, in
-    folders of its own, so both protocols share the runs without overwriting each other."""
+    excluded every test row ranks without the history's titles, in a folder of its own, so both
+    protocols share the runs and the guidance choice without overwriting each other."""
+    for run in ("sft", "cft"):
+        (tmp_path / "runs" / run).mkdir(parents=True)
+        (tmp_path / "runs" / run / "run.json").write_text('{"kind": "llm"}')
+    kept = settings(eval_sample=2000, eval_sample_seed=0)
+    variant_rows(kept, tmp_path / "data", NAMES, tmp_path, {})
+    assert not any("--exclude-history" in c or "--reuse-lists" in c for c in commands)
+    assert {Path(c[-1]).parent for c in commands if "valid" not in c} == {tmp_path / "results"}
+
+    commands.clear()
     chosen = settings(eval_sample=2000, eval_sample_seed=0, exclude_history=True)
     variant_rows(chosen, tmp_path / "data", NAMES, tmp_path, {})
     tests = [c for c in commands if "valid" not in c]
@@ -145,12 +154,17 @@ def test_a_user_sample_and_the_history_excluded_protocol_reach_every_evaluation(
         assert command[command.index("--sample") + 1] == "2000"
         assert command[command.index("--sample-seed") + 1] == "0"
         assert Path(command[-1]).parent == tmp_path / "results-history-excluded"
-    for command in selection:  # its own validation sample, not the test users'
+    for command in selection:  # its own validation sample, the history-kept protocol's choice
         assert command[command.index("--sample") + 1] == "30"
-        assert Path(command[-1]).parent.parent == tmp_path / "guidance-selection-history-excluded"
-    assert all("--exclude-history" in c and "--resume" in c for c in commands)
-
-    commands.clear()
-    variant_rows(settings(), tmp_path / "data", NAMES, tmp_path, {})  # history kept
-    assert not any("--exclude-history" in c for c in commands)
-    assert {Path(c[-1]).parent for c in commands if "valid" not in c} == {tmp_path / "results"}
+        assert Path(command[-1]).parent.parent == tmp_path / "guidance-selection"
+        assert "--exclude-history" not in command
+    assert all("--exclude-history" in c and "--resume" in c for c in tests)
+    # beam lists come from the history-kept protocol's evaluation of the same row; exact
+    # decoding ranks further without the history, so it decodes
+    for command in tests:
+        out = Path(command[-1])
+        kept_out = Path(str(out).replace("-history-excluded", ""))
+        if command[command.index("--decoding") + 1] == "beam":
+            assert command[command.index("--reuse-lists") + 1] == str(kept_out)
+        else:
+            assert "--reuse-lists" not in command

@@ -42,6 +42,14 @@ def evaluate_command(
             "cases; report how often the beam's top-K differs, its recall and the score gap.",
         ),
     ] = None,
+    reuse_lists: Annotated[
+        Path | None,
+        typer.Option(
+            help="Score the beam lists of an earlier evaluation (its output folder) of the same "
+            "run, data, cases and decoding again, without decoding: e.g. with --exclude-history, "
+            "which only filters beam lists.",
+        ),
+    ] = None,
     assistant: Annotated[
         Path | None, typer.Option(help="D3 guidance: a sasrec/pop run on the same data.")
     ] = None,
@@ -92,7 +100,7 @@ def evaluate_command(
         assistant=str(assistant) if assistant else None, guidance_scale=guidance_scale,
         length_penalty=length_penalty, max_history=max_history,
         allow_data_mismatch=allow_data_mismatch, dtype=dtype, exclude_history=exclude_history,
-        check_search=check_search,
+        check_search=check_search, reuse_lists=str(reuse_lists) if reuse_lists else None,
     )  # fmt: skip
     results = evaluate(run, data, out, settings, overwrite=overwrite, resume=resume)
     if results is None:  # not the main process

@@ -47,6 +47,7 @@ from ..files import check_output
 from .metrics import CUTOFFS
 from .progress import EvaluationProgress, evaluation_identity
 from .report import COMMAND
+from .reuse import reused_records
 from .search_check import case_check, checked_case_ids, exact_scores, search_cutoffs
 from .summary import applied_settings, summarise, write_outputs
 
@@ -71,6 +72,7 @@ class EvaluationSettings:
     dtype: str | None = None
     exclude_history: bool = False  # remove the history's titles from each ranking
     check_search: int | None = None  # measure beam search error on this many seeded cases
+    reuse_lists: str | None = None  # an earlier beam evaluation's folder: its lists (reuse.py)
 
 
 def evaluation_cases(
@@ -115,6 +117,14 @@ def _check_settings(settings: EvaluationSettings, kind: str) -> None:
         check_exact_applies(
             settings.length_penalty, settings.guidance_scale if settings.assistant else None
         )
+    if settings.reuse_lists is not None and (kind != "llm" or settings.decoding != "beam"):
+        raise CftrecError(
+            "--reuse-lists scores the beam lists of an earlier evaluation again: use it with an "
+            f"LLM run and --decoding beam (this is a '{kind}' run"
+            + (f" with --decoding {settings.decoding})" if kind == "llm" else ")")
+        )
+    if settings.reuse_lists is not None and settings.check_search is not None:
+        raise CftrecError("--check-search decodes; it does not go with --reuse-lists")
     if settings.check_search is not None:
         if settings.check_search < 1:
             raise CftrecError("--check-search must be at least 1")
@@ -216,7 +226,7 @@ def evaluate(
     settings = settings or EvaluationSettings()
     if settings.beams is None:
         settings = replace(settings, beams=resolve_beams(settings.decoding, None))
-    inputs = (run_dir, data_dir, settings.assistant)
+    inputs = (run_dir, data_dir, settings.assistant, settings.reuse_lists)
     if out_dir is not None:
         check_output(out_dir, COMMAND, inputs, overwrite)
         EvaluationProgress(out_dir).check(resume, overwrite)
@@ -245,6 +255,10 @@ def evaluate(
     )
     if not cases:
         raise CftrecError(f"{data_dir}: no '{settings.split}' cases to evaluate")
+
+    if settings.reuse_lists is not None:  # no model: the earlier lists, this protocol
+        return _rescore(settings, run_dir, data_dir, out_dir, dataset, info, cases, max_history,
+                        inputs, overwrite, warnings)  # fmt: skip
 
     options = {}
     if kind == "llm":
@@ -316,4 +330,26 @@ def evaluate(
         raise
     if saved is not None:
         saved.remove()  # its cases are in the output now
+    return results
+
+
+def _rescore(settings, run_dir, data_dir, out_dir, dataset, info, cases, max_history, inputs,
+             overwrite, warnings) -> dict:  # fmt: skip
+    """evaluate() with --reuse-lists: the earlier evaluation's lists, filtered here."""
+    start = time.perf_counter()
+    applied = applied_settings(settings, info["kind"])
+    ids = [case_id for case_id, _ in cases]
+    records = reused_records(settings.reuse_lists, run_dir, dataset, ids, applied, max_history)
+    if settings.exclude_history:
+        catalog = dataset.catalog
+        for record in records:
+            gone = set(catalog.titles_for(record["history"]))
+            kept = [i for i, title in enumerate(record["titles"]) if title not in gone]
+            record["titles"] = [record["titles"][i] for i in kept]
+            record["scores"] = [record["scores"][i] for i in kept]
+    results = summarise(records, dataset, info, run_dir, data_dir, settings, max_history)
+    results.update(elapsed_s=round(time.perf_counter() - start, 3), cases_per_s=None,
+                   num_processes=1, threads=None, warnings=warnings)  # fmt: skip
+    if out_dir is not None:
+        write_outputs(out_dir, results, records, dataset, inputs, overwrite)
     return results

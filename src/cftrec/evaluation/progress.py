@@ -29,6 +29,7 @@ from typing import Any
 
 from ..errors import CftrecError
 from ..files import OUTPUT_MARKER, append_durable, mark_output, output_command, write_json
+from ..runs.info import RUN_FILE
 from .report import COMMAND
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,6 @@ def evaluation_identity(
     """What makes two evaluations the same work: the run (its run.json, so a retrained run
     differs), the titles it ranks (a live catalogue may have changed), the data, the assistant
     and the applied settings."""
-    from ..runs.info import RUN_FILE
-
     identity = {
         "run": str(Path(run_dir).resolve()),
         "run_json_sha256": file_digest(Path(run_dir) / RUN_FILE),

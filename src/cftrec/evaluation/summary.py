@@ -11,8 +11,10 @@ from ..data.dataset import Dataset
 from ..decoding.methods import decoding_method
 from ..files import atomic_directory, write_json
 from ..provenance import provenance
+from ..runs.info import RUN_FILE
 from .metrics import CUTOFFS, coverage, decided_cutoffs, mean_metrics, target_rank
 from .popularity_bias import mean_popularity, plot_popularity
+from .progress import file_digest
 from .report import (
     CASES_FILE,
     COMMAND,
@@ -44,6 +46,8 @@ def applied_settings(settings: EvaluationSettings, kind: str) -> dict:
         unused.add("sample_seed")
     if settings.check_search is None:
         unused.add("check_search")
+    if settings.reuse_lists is None:
+        unused.add("reuse_lists")
     return {name: value for name, value in applied.items() if name not in unused}
 
 
@@ -112,6 +116,7 @@ def summarise(records, dataset, info, run_dir, data_dir, settings, max_history) 
             "path": str(run_dir),
             "kind": info["kind"],
             "data_fingerprint": info.get("data_fingerprint"),
+            "run_json_sha256": file_digest(Path(run_dir) / RUN_FILE),  # a retrained run differs
         },  # fmt: skip
         "data": {
             "path": str(data_dir),

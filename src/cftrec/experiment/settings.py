@@ -29,8 +29,8 @@ class ExperimentSettings:
     eval_limit: int | None = 200
     eval_sample: int | None = None  # the test cases of a seeded sample of this many users
     eval_sample_seed: int = 0
-    # Every row (and the guidance choice) ranks without the case's history titles, into its
-    # own results folder and summary: the runs are shared with the history-kept protocol.
+    # Every test row ranks without the case's history titles, into its own results folder and
+    # summary; the runs and the guidance choice are shared with the history-kept protocol.
     exclude_history: bool = False
     beams: int = 10  # the published D3/CFT protocol the suite is set beside (not DEFAULT_BEAMS)
     eval_batch_size: int = 8  # test cases decoded together

@@ -4,7 +4,8 @@ scale chosen on validation users) and other decodings (wider beams, exact top-K)
 Row names: "cft+g" (guided, the suite's beams), "cft@50" / "cft+g@50" (50 beams), "cft exact" /
 "cft+g exact" (exact top-K: no search error). The guidance scale of each LLM run is the one of
 `settings.guidance_scales` with the best validation NDCG@10 on `settings.guidance_valid_users`
-seeded users (beam search as the suite's rows), then used for all its guided rows.
+seeded users (beam search as the suite's rows, history kept), then used for all its guided rows
+under either protocol: like SASRec's early stopping, the scale is part of the model.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def variant_rows(
         if guided:
             guidance[name] = choose_guidance_scale(
                 settings, data, runs / name, runs / names["sasrec"],
-                out / f"guidance-selection{settings.protocol()}" / name, timings,
+                out / "guidance-selection" / name, timings,
             )  # fmt: skip
             guided_args = ["--assistant", str(runs / names["sasrec"]),
                            "--guidance-scale", f"{guidance[name]['chosen']:g}"]  # fmt: skip
