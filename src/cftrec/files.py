@@ -336,6 +336,13 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (hex): whether a small file, such as a run.json, changed."""
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def read_json(path: str | Path, expect: type = object) -> Any:
     """Parse a JSON file; bad JSON, an unreadable file or a top-level value that is not an
     `expect` (e.g. dict) is a CftrecError naming the file."""

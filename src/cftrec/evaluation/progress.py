@@ -28,7 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CftrecError
-from ..files import OUTPUT_MARKER, append_durable, mark_output, output_command, write_json
+from ..files import (
+    OUTPUT_MARKER,
+    append_durable,
+    file_digest,
+    mark_output,
+    output_command,
+    write_json,
+)
 from ..runs.info import RUN_FILE
 from .report import COMMAND
 
@@ -44,10 +51,6 @@ FLUSH_SECONDS = 10.0  # at most this much decoding is lost to a kill
 def progress_folder(out_dir: str | Path) -> Path:
     out = Path(os.path.abspath(out_dir))
     return out.parent / f".{out.name}{SUFFIX}"
-
-
-def file_digest(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def evaluation_identity(

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from ..data.dataset import Dataset
 from ..errors import CftrecError
+from ..files import file_digest
 from ..runs.info import RUN_FILE
-from .progress import file_digest
 from .report import read_results
 
 # settings that do not change a beam list (only how it is filtered or checked afterwards)

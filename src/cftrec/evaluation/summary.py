@@ -9,12 +9,11 @@ from typing import TYPE_CHECKING
 
 from ..data.dataset import Dataset
 from ..decoding.methods import decoding_method
-from ..files import atomic_directory, write_json
+from ..files import atomic_directory, file_digest, write_json
 from ..provenance import provenance
 from ..runs.info import RUN_FILE
 from .metrics import CUTOFFS, coverage, decided_cutoffs, mean_metrics, target_rank
 from .popularity_bias import mean_popularity, plot_popularity
-from .progress import file_digest
 from .report import (
     CASES_FILE,
     COMMAND,
