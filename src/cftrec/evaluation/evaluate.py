@@ -16,6 +16,9 @@ shards and gathered on the main process, which computes the metrics and writes t
 directory. (On a CPU-only machine, `accelerate launch --cpu --num_processes N` starts N processes
 only through mpirun; `accelerate launch --multi_gpu --num_processes N` uses torch's launcher and
 works there too, the processes then joining a gloo group.)
+Finished cases are kept beside the output as the evaluation goes, so a stopped one continues
+(`resume`, progress.py); `reuse_lists` scores an earlier beam evaluation's lists again under
+this evaluation's protocol, without decoding (reuse.py).
 
   results.json    metrics (ndcg@K, hr@K for the cutoffs K the lists decide: K up to the list
                   length, every K for lists of the whole catalogue; the others are listed under
@@ -257,6 +260,8 @@ def evaluate(
         raise CftrecError(f"{data_dir}: no '{settings.split}' cases to evaluate")
 
     if settings.reuse_lists is not None:  # no model: the earlier lists, this protocol
+        if not state.is_main_process:
+            return None
         return _rescore(settings, run_dir, data_dir, out_dir, dataset, info, cases, max_history,
                         inputs, overwrite, warnings)  # fmt: skip
 
