@@ -187,6 +187,39 @@ def test_scale_zero_returns_the_assistants_ranking(tokenizer):
     assert [[catalog.index_of_title[r.title] for r in row] for row in got] == own
 
 
+def test_scale_zero_reads_the_assistants_ranking_without_the_model(tokenizer):
+    """At scale 0 the model plays no part: the exact list is the assistant's ranking (history
+    titles left out, the list still full), read off without a forward pass, also after the
+    catalogue changed in place."""
+    titles = random_titles(9, 30)
+    catalog = Catalog([f"t{i}" for i in range(30)], titles)
+    recommender = LLMRecommender(make_model(tokenizer, 9, 1.0), tokenizer, catalog)
+    recommender.add_items({"n0": "A New Film (2031)", "n1": "Another (2032)"})
+    recommender.remove_items(["t3", "t17"])
+    assistant = HistoryAssistant(recommender.catalog, seed=9, zero_titles=4)
+
+    def no_forward(*args, **kwargs):
+        raise AssertionError("the model ran at guidance scale 0")
+
+    recommender.model.forward = no_forward
+    histories = [[], ["t0"], ["t1", "t2", "n0"]]
+    got = recommender.recommend(histories, k=7, method="exact", assistant=assistant,
+                                guidance_scale=0.0)  # fmt: skip
+    probs = assistant.title_log_probs(histories).double().softmax(-1)
+    scores = probs.clamp_min(MIN_BRANCH_PROBABILITY).log()
+    catalog = recommender.catalog
+    for row, history in enumerate(histories):
+        own = [catalog.index_of_title[t] for t in catalog.titles_for(history)]
+        scores[row, own] = float("-inf")
+    top = scores.topk(7, dim=1)
+    check_same(
+        [[catalog.index_of_title[r.title] for r in row] for row in got],
+        [[r.score for r in row] for row in got],
+        top.indices.tolist(),
+        top.values.tolist(),
+    )
+
+
 def test_excluded_titles_are_skipped_and_the_list_stays_full(tokenizer):
     titles = random_titles(8, 40)
     catalog = Catalog([f"t{i}" for i in range(40)], titles)

@@ -168,3 +168,10 @@ def test_a_user_sample_and_the_history_excluded_protocol_reach_every_evaluation(
             assert command[command.index("--reuse-lists") + 1] == str(kept_out)
         else:
             assert "--reuse-lists" not in command
+
+
+def test_extra_decodings_for_the_guided_rows_only(tmp_path, commands):
+    rows, _ = variant_rows(
+        settings(extra_decodings_rows="guided"), tmp_path / "data", NAMES, tmp_path, {}
+    )
+    assert rows == ["sft+g", "sft+g@50", "sft+g exact", "cft+g", "cft+g@50", "cft+g exact"]

@@ -184,6 +184,10 @@ def main() -> None:
         help="also evaluate every LLM row with these decodings (e.g. beam:50 exact)",
     )  # fmt: skip
     parser.add_argument(
+        "--extra-decodings-rows", choices=["all", "guided"], default="all",
+        help="which LLM rows get --extra-decodings (guided: sft+g and cft+g only)",
+    )  # fmt: skip
+    parser.add_argument(
         "--sample", type=int, default=None,
         help="evaluate the test cases of a seeded sample of N users (e.g. 2000 on Amazon Toys)",
     )  # fmt: skip
@@ -221,6 +225,7 @@ def main() -> None:
         overrides["guidance_valid_users"] = args.guidance_valid_users
     if args.extra_decodings:
         overrides["extra_decodings"] = tuple(args.extra_decodings)
+        overrides["extra_decodings_rows"] = args.extra_decodings_rows
     if args.threads:
         overrides["threads"] = args.threads
     if args.sample:

@@ -11,6 +11,9 @@ to extend the prefixes that could still beat the K-th best title:
    scoring at least the bound, and raises the bound to the K-th best title finished so far.
    Every title of the true top K has all its prefixes above the bound, so none is pruned.
 
+At guidance scale 0 the model plays no part (each step scores the assistant's branch alone), so
+the exact top K is the assistant's own ranking, read off without a forward pass.
+
 The bound search is batched over users. The walk feeds one token position per step for all of
 a user's kept prefixes in one forward pass, the prompt's keys/values read in place
 (shared_prefix.py) as in beam search. Its cost is the number of prefixes above the bound: small
@@ -72,6 +75,8 @@ def exact_top_k(
     blocked = torch.zeros((batch, trie.num_titles), dtype=torch.bool)
     for row, titles in enumerate(excluded):
         blocked[row, titles] = True
+    if assistant_log_mass is not None and guidance_scale == 0:
+        return _assistant_ranking(trie, k, assistant_log_mass, blocked)
     bound = _lower_bound(
         model, prompts, trie, k, pad_id, assistant_log_mass, guidance_scale, blocked, share_prompt,
         head,
@@ -89,6 +94,21 @@ def exact_top_k(
             for row, prompt in enumerate(prompts)
         ]  # fmt: skip
     return torch.cat([titles for titles, _ in walks]), torch.cat([scores for _, scores in walks])
+
+
+def _assistant_ranking(
+    trie: TitleTrie, k: int, log_mass: torch.Tensor, blocked: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Guidance scale 0: every step scores the assistant's branch log-probability alone, and
+    along a title's path those telescope to log P(title leaf) - log P(root). The exact top K is
+    then the assistant's own ranking, read off without running the model."""
+    leaves = torch.as_tensor(trie.title_leaf_[: trie.num_titles], dtype=torch.long)
+    log_mass = log_mass.cpu()
+    scores = (log_mass[:, leaves] - log_mass[:, :1]).masked_fill(blocked, NEG_INF)
+    # ties: catalogue order, as the stable sorts of exhaustive scoring
+    order = scores.argsort(dim=1, descending=True, stable=True)[:, :k]
+    top = scores.gather(1, order)
+    return order.masked_fill(top == NEG_INF, -1), top
 
 
 def _lower_bound(

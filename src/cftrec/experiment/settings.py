@@ -51,6 +51,7 @@ class ExperimentSettings:
     guidance_scales: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25, 0.0)  # ties: the first wins
     guidance_valid_users: int = 300
     extra_decodings: tuple[str, ...] = ()
+    extra_decodings_rows: str = "all"  # "guided": only the guided rows get the extra decodings
 
     def protocol(self) -> str:
         """The suffix of this protocol's results folders and summaries."""

@@ -2,7 +2,8 @@
 scale chosen on validation users) and other decodings (wider beams, exact top-K).
 
 Row names: "cft+g" (guided, the suite's beams), "cft@50" / "cft+g@50" (50 beams), "cft exact" /
-"cft+g exact" (exact top-K: no search error). The guidance scale of each LLM run is the one of
+"cft+g exact" (exact top-K: no search error); with `extra_decodings_rows` "guided", only the
+guided rows get the extra decodings. The guidance scale of each LLM run is the one of
 `settings.guidance_scales` with the best validation NDCG@10 on `settings.guidance_valid_users`
 seeded users (beam search as the suite's rows, history kept), then used for all its guided rows
 under either protocol: like SASRec's early stopping, the scale is part of the model.
@@ -88,7 +89,8 @@ def variant_rows(
             variants.append((f"{name}+g", guided_args))
         for base, extra in variants:
             decodings = [None] if base != name else []
-            decodings += list(settings.extra_decodings)
+            if base != name or settings.extra_decodings_rows == "all":
+                decodings += list(settings.extra_decodings)
             for decoding in decodings:
                 row = base + (decoding_label(decoding) if decoding else "")
                 timings[f"evaluate {row}"] = evaluate_step(
