@@ -198,6 +198,37 @@ def test_scale_zero_ranks_by_the_assistant_alone(recommender):
         assert got[-1][1] == pytest.approx(CLAMPED, abs=1e-4) and row[got[-1][0]] == -math.inf
 
 
+def test_scale_zero_runs_no_model(recommender, monkeypatch):
+    """At g = 0 the search needs no forward pass, and its narrow-beam lists are the plain
+    reference search's with the assistant's step scores alone."""
+    assistant = HistoryAssistant(recommender.catalog)
+    prompts = recommender.prompts(HISTORIES)
+
+    def no_forward(*args, **kwargs):
+        raise AssertionError("the model ran at guidance scale 0")
+
+    references = [
+        reference_beam_search(
+            recommender.model,
+            prompts[b],
+            recommender.responses,
+            recommender.eos_id,
+            3,
+            BruteForce(
+                recommender.model,
+                prompts[b],
+                recommender.responses,
+                assistant.row(HISTORIES[b]),
+                0.0,
+            ).step,
+        )  # fmt: skip
+        for b in range(len(HISTORIES))
+    ]
+    monkeypatch.setattr(recommender.model, "forward", no_forward)
+    for b, got in enumerate(guided(recommender, assistant, 0.0, 3)):
+        assert_same_lists(got, references[b], f"user {b}", tolerance=2e-4)
+
+
 @pytest.mark.parametrize("scale", [0.0, 0.5])
 def test_zero_and_tiny_probability_titles_count_as_the_clamp(recommender, scale):
     """A title the assistant gives probability 0 (-inf) or far below MIN_BRANCH_PROBABILITY
