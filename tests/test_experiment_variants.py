@@ -113,9 +113,12 @@ def test_seeds_pool_the_pairs_cft_vs_sft_and_best_llm_row_vs_sasrec(tmp_path, mo
         compared.append((results.parent.name, a, b))
         return difference(a, b)
 
+    pooled_files = []
+
     def fake_run_step(title, args, output=None, force=False, launcher=()):
         a, b = Path(args[args.index("-a") + 1]).name, Path(args[args.index("-b") + 1]).name
         output.write_text(json.dumps(difference(a, b)))
+        pooled_files.append(output.name)
 
     monkeypatch.setattr(seeds, "run_experiment", fake_experiment)
     monkeypatch.setattr(seeds, "prepare_data", lambda settings, out, timings: tmp_path / "data")
@@ -130,6 +133,8 @@ def test_seeds_pool_the_pairs_cft_vs_sft_and_best_llm_row_vs_sasrec(tmp_path, mo
         ("seed-2", "sft+g", "cft+g"),
     ]
     assert "| cft+g - sft+g | ndcg@10 |" in seeds.seeds_table(summary)
+    # a pooled comparison names its seeds: one over seed 1 alone is never taken for it
+    assert "compare-sft+g-vs-cft+g-pooled-seeds-1-2.json" in pooled_files
 
 
 def test_a_user_sample_and_the_history_excluded_protocol_reach_every_evaluation(tmp_path, commands):

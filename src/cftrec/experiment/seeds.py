@@ -84,7 +84,9 @@ def _pair(out: Path, seeds: list[int], a: str, b: str, settings: ExperimentSetti
     per seed on each side: each case averaged over the seeds, cases resampled)."""
     results = [out / f"seed-{seed}" / f"results{settings.protocol()}" for seed in seeds]
     per_seed = [compare_step(folder, a, b, settings.force)["metrics"] for folder in results]
-    target = out / f"compare-{a}-vs-{b}-pooled{settings.protocol()}.json"
+    # named by its seeds: a pooled comparison over other seeds is another file, never reused
+    pooled_over = "-".join(map(str, seeds))
+    target = out / f"compare-{a}-vs-{b}-pooled-seeds-{pooled_over}{settings.protocol()}.json"
     sides = [
         arg
         for side, row in (("-a", a), ("-b", b))
