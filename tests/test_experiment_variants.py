@@ -19,8 +19,17 @@ VALIDATION = {("cft", "1"): 0.01, ("cft", "0.5"): 0.03, ("cft", "0.25"): 0.02,
               ("sft", "1"): 0.02, ("sft", "0.5"): 0.01, ("sft", "0.25"): 0.02}  # fmt: skip
 
 
+def write_runs(out: Path, sasrec_window: int = 50) -> None:
+    """The run.json files the variants read: LLM runs with a 10-item window, SASRec's own."""
+    for run, info in {"sft": {"kind": "llm", "max_history": 10},
+                      "cft": {"kind": "llm", "max_history": 10},
+                      "sasrec": {"kind": "sasrec", "max_history": sasrec_window}}.items():  # fmt: skip
+        (out / "runs" / run).mkdir(parents=True, exist_ok=True)
+        (out / "runs" / run / "run.json").write_text(json.dumps(info))
+
+
 @pytest.fixture
-def commands(monkeypatch):
+def commands(monkeypatch, tmp_path):
     """Every cftrec command the variants run; an evaluation writes results.json."""
     seen: list[list[str]] = []
 
@@ -36,6 +45,7 @@ def commands(monkeypatch):
         return 1.0
 
     monkeypatch.setattr(steps, "run_step", fake_run_step)
+    write_runs(tmp_path)
     return seen
 
 
@@ -55,9 +65,13 @@ def test_scales_are_chosen_on_validation_users_and_every_row_is_evaluated(tmp_pa
     assert guidance["sft"]["chosen"] == 1.0  # a tie: the first of the grid
     assert guidance["cft"]["scores"] == {"1": 0.01, "0.5": 0.03, "0.25": 0.02}
     assert rows == [
+        "sasrec-h10",  # the control: SASRec given the LLM's window, as guidance gives it
         "sft@50", "sft exact", "sft+g", "sft+g@50", "sft+g exact",
         "cft@50", "cft exact", "cft+g", "cft+g@50", "cft+g exact",
     ]  # fmt: skip
+    control = next(c for c in commands if c[-1] == str(tmp_path / "results" / "sasrec-h10"))
+    assert control[control.index("--run") + 1] == str(tmp_path / "runs" / "sasrec")
+    assert control[control.index("--max-history") + 1] == "10" and "test" in control
     selection = [c for c in commands if "valid" in c]
     assert len(selection) == 6
     for command in selection:  # the validation sample, seeded like the run
@@ -141,9 +155,6 @@ def test_a_user_sample_and_the_history_excluded_protocol_reach_every_evaluation(
     """Amazon Toys' protocol: the test rows score a seeded sample of users; with history
     excluded every test row ranks without the history's titles, in a folder of its own, so both
     protocols share the runs and the guidance choice without overwriting each other."""
-    for run in ("sft", "cft"):
-        (tmp_path / "runs" / run).mkdir(parents=True)
-        (tmp_path / "runs" / run / "run.json").write_text('{"kind": "llm"}')
     kept = settings(eval_sample=2000, eval_sample_seed=0)
     variant_rows(kept, tmp_path / "data", NAMES, tmp_path, {})
     assert not any("--exclude-history" in c or "--reuse-lists" in c for c in commands)
@@ -169,7 +180,7 @@ def test_a_user_sample_and_the_history_excluded_protocol_reach_every_evaluation(
     for command in tests:
         out = Path(command[-1])
         kept_out = Path(str(out).replace("-history-excluded", ""))
-        if command[command.index("--decoding") + 1] == "beam":
+        if command[command.index("--decoding") + 1] == "beam" and "sasrec" not in out.name:
             assert command[command.index("--reuse-lists") + 1] == str(kept_out)
         else:
             assert "--reuse-lists" not in command
@@ -179,4 +190,12 @@ def test_extra_decodings_for_the_guided_rows_only(tmp_path, commands):
     rows, _ = variant_rows(
         settings(extra_decodings_rows="guided"), tmp_path / "data", NAMES, tmp_path, {}
     )
-    assert rows == ["sft+g", "sft+g@50", "sft+g exact", "cft+g", "cft+g@50", "cft+g exact"]
+    assert rows == [
+        "sasrec-h10", "sft+g", "sft+g@50", "sft+g exact", "cft+g", "cft+g@50", "cft+g exact"
+    ]  # fmt: skip
+
+
+def test_no_window_control_when_sasrec_reads_the_llms_window(tmp_path, commands):
+    write_runs(tmp_path, sasrec_window=10)
+    rows, _ = variant_rows(settings(), tmp_path / "data", NAMES, tmp_path, {})
+    assert not any(r.startswith("sasrec") for r in rows)

@@ -146,12 +146,14 @@ def run_experiment(settings: ExperimentSettings, out_dir: str | Path) -> dict:
         other = counterpart(name, names, every_row)
         if other is not None and other != reference:
             pairs[f"{name} vs {other}"] = compare_step(results, other, name, force)
-    llm_rows = [r for r in every_row if r not in ("pop", "sasrec")]
+    sasrec_rows = [r for r in every_row if r.startswith("sasrec")]  # and its window control
+    llm_rows = [r for r in every_row if r != "pop" and r not in sasrec_rows]
     if settings.guided and "sasrec" in names and llm_rows:
         ndcg = {row: read_json(results / row / "results.json")["metrics"]["ndcg@10"]
                 for row in llm_rows}  # fmt: skip
         best = max(llm_rows, key=ndcg.__getitem__)
-        pairs[f"{best} vs sasrec"] = compare_step(results, "sasrec", best, force)
+        for sasrec in sasrec_rows:
+            pairs[f"{best} vs {sasrec}"] = compare_step(results, sasrec, best, force)
 
     # A step an earlier invocation did keeps the time it took then (None: not known).
     earlier = out / f"summary{settings.protocol()}.json"

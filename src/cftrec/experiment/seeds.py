@@ -55,10 +55,12 @@ def run_seeds(settings: ExperimentSettings, out_dir: str | Path, seeds: list[int
         other = counterpart(name, row_names, names)
         if other is not None and other != reference:
             pairs[f"{name} vs {other}"] = _pair(out, seeds, other, name, settings)
-    llm_rows = [n for n in names if n not in ("pop", "sasrec")]
+    sasrec_rows = [n for n in names if n.startswith("sasrec")]  # and its window control
+    llm_rows = [n for n in names if n != "pop" and n not in sasrec_rows]
     if settings.guided and "sasrec" in names and llm_rows:
         best = max(llm_rows, key=lambda n: metrics[n]["ndcg@10"]["mean"])
-        pairs[f"{best} vs sasrec"] = _pair(out, seeds, "sasrec", best, settings)
+        for sasrec in sasrec_rows:
+            pairs[f"{best} vs {sasrec}"] = _pair(out, seeds, sasrec, best, settings)
     summary = {
         "settings": {k: v for k, v in asdict(settings).items() if k != "seed"},
         "seeds": list(seeds),

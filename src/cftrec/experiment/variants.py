@@ -1,7 +1,8 @@
 """More rows for the LLM runs of an experiment: D3 guidance by the experiment's own SASRec (its
 scale chosen on validation users) and other decodings (wider beams, exact top-K).
 
-Row names: "cft+g" (guided, the suite's beams), "cft@50" / "cft+g@50" (50 beams), "cft exact" /
+Row names: "sasrec-h10" (SASRec given the LLM's history window: the control of the guided rows),
+"cft+g" (guided, the suite's beams), "cft@50" / "cft+g@50" (50 beams), "cft exact" /
 "cft+g exact" (exact top-K: no search error); with `extra_decodings_rows` "guided", only the
 guided rows get the extra decodings. The guidance scale of each LLM run is the one of
 `settings.guidance_scales` with the best validation NDCG@10 on `settings.guidance_valid_users`
@@ -77,6 +78,9 @@ def variant_rows(
     if guided and "sasrec" not in names:
         raise CftrecError("guided rows need the experiment's SASRec run: add 'sasrec' to methods")
     rows, guidance = [], {}
+    if guided:
+        control = window_control(settings, data, names, out, timings)
+        rows += [control] if control else []
     for name in llm_rows:
         variants = [(name, [])]
         if guided:
@@ -100,6 +104,27 @@ def variant_rows(
                 )  # fmt: skip
                 rows.append(row)
     return rows, guidance
+
+
+def window_control(
+    settings: ExperimentSettings, data: Path, names: dict[str, str], out: Path, timings
+) -> str | None:
+    """SASRec given the LLM's history window: a guided row hands its assistant the LLM prompt's
+    last N items, while SASRec alone reads up to its own max_history (50), so "guidance beats
+    SASRec" is only about the LLM against this row ("sasrec-h10"). None when the windows agree."""
+    runs, results = out / "runs", out / f"results{settings.protocol()}"
+    llm = next(names[m] for m in ("sft", "cft") if m in names)
+    window = read_json(runs / llm / "run.json").get("max_history")
+    sasrec = names["sasrec"]
+    if window is None or window == read_json(runs / sasrec / "run.json").get("max_history"):
+        return None
+    row = f"{sasrec}-h{window}"
+    timings[f"evaluate {row}"] = evaluate_step(
+        settings, data, runs / sasrec, results / row,
+        f"Evaluate {sasrec} with the LLM's {window}-item history window",
+        ["--max-history", str(window), *decoding_args(settings.decoding, settings)],
+    )  # fmt: skip
+    return row
 
 
 def counterpart(row: str, names: dict[str, str], rows: list[str]) -> str | None:
