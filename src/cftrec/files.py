@@ -336,6 +336,21 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+def lock_file(path: str | Path):
+    """Open `path` (created if missing) and take an exclusive lock on it without waiting: the
+    open handle, which holds the lock until it is closed or the process ends (even by kill -9),
+    or None when another process holds it. Opening errors are raised (OSError)."""
+    import fcntl
+
+    handle = open(path, "a+")  # noqa: SIM115 (held open: the lock lives as long as it)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle
+
+
 def file_digest(path: str | Path) -> str:
     """SHA-256 of a file's bytes (hex): whether a small file, such as a run.json, changed."""
     import hashlib

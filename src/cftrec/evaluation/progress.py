@@ -32,6 +32,7 @@ from ..files import (
     OUTPUT_MARKER,
     append_durable,
     file_digest,
+    lock_file,
     mark_output,
     output_command,
     write_json,
@@ -140,7 +141,6 @@ class EvaluationProgress:
         """Main process, after `check` and before any process reads: keep the progress of the
         same evaluation when resuming, discard it with `overwrite`, refuse otherwise; then
         create the folder and lock it."""
-        self.check(resume, overwrite)
         if self.folder.exists() and not self._same(identity, resume, overwrite):
             shutil.rmtree(self.folder)
         mark_output(self.folder, COMMAND)
@@ -174,17 +174,9 @@ class EvaluationProgress:
         )
 
     def _lock(self) -> None:
-        import fcntl
-
-        handle = open(self.folder / LOCK_FILE, "a+")  # noqa: SIM115 (held open)
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            raise CftrecError(
-                f"{self.out_dir}: another `cftrec evaluate` is writing this output"
-            ) from None
-        self.lock_handle = handle
+        self.lock_handle = lock_file(self.folder / LOCK_FILE)
+        if self.lock_handle is None:
+            raise CftrecError(f"{self.out_dir}: another `cftrec evaluate` is writing this output")
 
     def finished_batches(self) -> list[dict]:
         return [b for path in _batch_files(self.folder) for b in _read_batches(path)[0]]

@@ -11,7 +11,7 @@ from ..errors import CftrecError
 from ..files import check_output, mark_output, read_json, write_json
 from .settings import ExperimentSettings
 from .steps import _model_flags, compare_step, evaluate_step, run_step  # noqa: F401 (demo.py)
-from .variants import counterpart, variant_rows
+from .variants import counterpart, sasrec_and_llm_rows, variant_rows
 
 
 def working_folder(out: Path) -> Path:
@@ -54,7 +54,7 @@ def run_experiment(settings: ExperimentSettings, out_dir: str | Path) -> dict:
     data = prepare_data(settings, out, timings)
     run_step("Dataset statistics", ["data", "stats", str(data)])
 
-    runs, results = out / "runs", out / f"results{settings.protocol()}"
+    runs, results = out / "runs", settings.results_dir(out)
     names = {m: settings.cft_run_name if m == "cft" else m for m in settings.methods}
     for method, name in names.items():
         run = runs / name
@@ -146,8 +146,7 @@ def run_experiment(settings: ExperimentSettings, out_dir: str | Path) -> dict:
         other = counterpart(name, names, every_row)
         if other is not None and other != reference:
             pairs[f"{name} vs {other}"] = compare_step(results, other, name, force)
-    sasrec_rows = [r for r in every_row if r.startswith("sasrec")]  # and its window control
-    llm_rows = [r for r in every_row if r != "pop" and r not in sasrec_rows]
+    sasrec_rows, llm_rows = sasrec_and_llm_rows(every_row)
     if settings.guided and "sasrec" in names and llm_rows:
         ndcg = {row: read_json(results / row / "results.json")["metrics"]["ndcg@10"]
                 for row in llm_rows}  # fmt: skip

@@ -12,7 +12,7 @@ from .pipeline import prepare_data, run_experiment, working_folder
 from .settings import METRIC_COLUMNS, ExperimentSettings
 from .steps import compare_step, run_step
 from .tables import _difference, _format_p
-from .variants import counterpart
+from .variants import counterpart, sasrec_and_llm_rows
 
 
 def run_seeds(settings: ExperimentSettings, out_dir: str | Path, seeds: list[int]) -> dict:
@@ -55,8 +55,7 @@ def run_seeds(settings: ExperimentSettings, out_dir: str | Path, seeds: list[int
         other = counterpart(name, row_names, names)
         if other is not None and other != reference:
             pairs[f"{name} vs {other}"] = _pair(out, seeds, other, name, settings)
-    sasrec_rows = [n for n in names if n.startswith("sasrec")]  # and its window control
-    llm_rows = [n for n in names if n != "pop" and n not in sasrec_rows]
+    sasrec_rows, llm_rows = sasrec_and_llm_rows(names)
     if settings.guided and "sasrec" in names and llm_rows:
         best = max(llm_rows, key=lambda n: metrics[n]["ndcg@10"]["mean"])
         for sasrec in sasrec_rows:
@@ -84,7 +83,7 @@ def run_seeds(settings: ExperimentSettings, out_dir: str | Path, seeds: list[int
 def _pair(out: Path, seeds: list[int], a: str, b: str, settings: ExperimentSettings) -> dict:
     """Row b against row a, per seed and pooled over the seeds (`cftrec compare` with one run
     per seed on each side: each case averaged over the seeds, cases resampled)."""
-    results = [out / f"seed-{seed}" / f"results{settings.protocol()}" for seed in seeds]
+    results = [settings.results_dir(out / f"seed-{seed}") for seed in seeds]
     per_seed = [compare_step(folder, a, b, settings.force)["metrics"] for folder in results]
     # named by its seeds: a pooled comparison over other seeds is another file, never reused
     pooled_over = "-".join(map(str, seeds))

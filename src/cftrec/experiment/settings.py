@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..training.settings import DEFAULT_ALPHA, DEFAULT_BETA
 
@@ -56,3 +57,7 @@ class ExperimentSettings:
     def protocol(self) -> str:
         """The suffix of this protocol's results folders and summaries."""
         return "-history-excluded" if self.exclude_history else ""
+
+    def results_dir(self, out: Path) -> Path:
+        """Where an experiment in `out` writes this protocol's evaluations."""
+        return out / f"results{self.protocol()}"

@@ -72,7 +72,7 @@ def variant_rows(
 ) -> tuple[list[str], dict]:
     """Evaluate the extra rows into out/results/ROW; -> (row names, the chosen guidance per LLM
     run)."""
-    runs, results = out / "runs", out / f"results{settings.protocol()}"
+    runs, results = out / "runs", settings.results_dir(out)
     llm_rows = [names[m] for m in ("sft", "cft") if m in names]
     guided = settings.guided and bool(llm_rows)
     if guided and "sasrec" not in names:
@@ -112,7 +112,7 @@ def window_control(
     """SASRec given the LLM's history window: a guided row hands its assistant the LLM prompt's
     last N items, while SASRec alone reads up to its own max_history (50), so "guidance beats
     SASRec" is only about the LLM against this row ("sasrec-h10"). None when the windows agree."""
-    runs, results = out / "runs", out / f"results{settings.protocol()}"
+    runs, results = out / "runs", settings.results_dir(out)
     llm = next(names[m] for m in ("sft", "cft") if m in names)
     window = read_json(runs / llm / "run.json").get("max_history")
     sasrec = names["sasrec"]
@@ -125,6 +125,12 @@ def window_control(
         ["--max-history", str(window), *decoding_args(settings.decoding, settings)],
     )  # fmt: skip
     return row
+
+
+def sasrec_and_llm_rows(rows: list[str]) -> tuple[list[str], list[str]]:
+    """(the SASRec rows: SASRec and its window control, the LLM rows) among a table's rows."""
+    sasrec = [r for r in rows if r.startswith("sasrec")]
+    return sasrec, [r for r in rows if r != "pop" and r not in sasrec]
 
 
 def counterpart(row: str, names: dict[str, str], rows: list[str]) -> str | None:

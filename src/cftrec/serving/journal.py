@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CftrecError, first_line
-from ..files import DiskFull, append_durable, read_json, write_json
+from ..files import DiskFull, append_durable, lock_file, read_json, write_json
 
 OVERLAY_FILE = "catalog_overlay.json"
 JOURNAL_FILE = "catalog_journal.jsonl"
@@ -120,23 +120,18 @@ class CatalogueStore:
         kill -9). `check_unchanged`: the files must be as `read` saw them."""
         if self.lock_handle is not None:
             return
-        import fcntl
-
         try:
-            handle = open(self.run_dir / LOCK_FILE, "a+")  # noqa: SIM115 (held open)
+            handle = lock_file(self.run_dir / LOCK_FILE)
         except OSError as error:
             raise CatalogueNotSaved(
                 f"{self.run_dir / LOCK_FILE}: cannot lock the catalogue ({_reason(error)}); "
                 "nothing changed"
             ) from None
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
+        if handle is None:
             raise CatalogueBusy(
                 f"{self.run_dir}: another process (a running server?) is changing this run's "
                 "catalogue; send the change to it (cftrec catalogue ... --server URL)"
-            ) from None
+            )
         if check_unchanged and self._state() != self.seen:
             handle.close()
             raise CatalogueBusy(
