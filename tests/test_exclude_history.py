@@ -248,3 +248,22 @@ def test_reused_beam_lists_score_as_decoded_ones(setup, capsys):
         assert "differs in run.json" in refused("--beams", "5")
     finally:
         run_json.write_text(original)
+
+
+def test_reused_lists_name_the_assistant_by_its_run(setup):
+    """A guided evaluation's lists are reused whichever path names the same assistant run."""
+    base, data, _ = setup
+    _, _, kept = evaluate(base, data, "llm", "guided-kept", "--beams", "5",
+                          "--assistant", str(base / "sasrec"), "--guidance-scale", "0.5")  # fmt: skip
+    alias = base / "sasrec-alias"
+    alias.symlink_to(base / "sasrec")
+    decoded, decoded_cases, _ = evaluate(
+        base, data, "llm", "guided-decoded", "--beams", "5", "--exclude-history",
+        "--assistant", str(alias), "--guidance-scale", "0.5",
+    )  # fmt: skip
+    reused, reused_cases, _ = evaluate(
+        base, data, "llm", "guided-reused", "--beams", "5", "--exclude-history",
+        "--assistant", str(alias), "--guidance-scale", "0.5", "--reuse-lists", str(kept),
+    )  # fmt: skip
+    assert [c["titles"] for c in reused_cases] == [c["titles"] for c in decoded_cases]
+    assert reused["metrics"] == decoded["metrics"]

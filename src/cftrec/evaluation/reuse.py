@@ -22,6 +22,15 @@ NOT_DECODING = ("exclude_history", "batch_size", "check_search", "reuse_lists")
 SUMMARY_FIELDS = ("target_title", "rank", "cold", "search_check")  # recomputed, or not reused
 
 
+def _decoding_settings(settings: dict) -> dict:
+    """The settings that shape a beam list, the assistant named by its resolved path (the same
+    run however the command spelled it)."""
+    kept = {k: v for k, v in settings.items() if k not in NOT_DECODING}
+    if kept.get("assistant"):
+        kept["assistant"] = str(Path(kept["assistant"]).resolve())
+    return kept
+
+
 def reused_records(
     source: str | Path,
     run_dir: str | Path,
@@ -43,8 +52,7 @@ def reused_records(
         "max_history": earlier["data"]["max_history"] == max_history,
         "cases": earlier.get("case_ids") == case_ids,
     }
-    mine = {k: v for k, v in applied.items() if k not in NOT_DECODING}
-    theirs = {k: v for k, v in earlier.get("settings", {}).items() if k not in NOT_DECODING}
+    mine, theirs = _decoding_settings(applied), _decoding_settings(earlier.get("settings", {}))
     same |= {name: mine.get(name) == theirs.get(name) for name in set(mine) | set(theirs)}
     differ = sorted(name for name, equal in same.items() if not equal)
     if differ:
