@@ -250,10 +250,11 @@ def test_reused_beam_lists_score_as_decoded_ones(setup, capsys):
         run_json.write_text(original)
 
 
-def test_reused_lists_name_the_assistant_by_its_run(setup):
-    """A guided evaluation's lists are reused whichever path names the same assistant run."""
+def test_reused_lists_name_the_assistant_by_its_run(setup, capsys):
+    """A guided evaluation's lists are reused whichever path names the same assistant run,
+    and only while that run is unchanged."""
     base, data, _ = setup
-    _, _, kept = evaluate(base, data, "llm", "guided-kept", "--beams", "5",
+    kept_results, _, kept = evaluate(base, data, "llm", "guided-kept", "--beams", "5",
                           "--assistant", str(base / "sasrec"), "--guidance-scale", "0.5")  # fmt: skip
     alias = base / "sasrec-alias"
     alias.symlink_to(base / "sasrec")
@@ -267,3 +268,18 @@ def test_reused_lists_name_the_assistant_by_its_run(setup):
     )  # fmt: skip
     assert [c["titles"] for c in reused_cases] == [c["titles"] for c in decoded_cases]
     assert reused["metrics"] == decoded["metrics"]
+    assert reused["run"]["assistant_json_sha256"] == kept_results["run"]["assistant_json_sha256"]
+
+    # a retrained assistant (same folder) guides other lists: decode instead
+    run_json = base / "sasrec" / "run.json"
+    original = run_json.read_text()
+    out = base / "results" / "guided-retrained-assistant"
+    try:
+        run_json.write_text(original + "\n")
+        assert run(["evaluate", "--run", str(base / "llm"), "--data", str(data), "-o", str(out),
+                    "--beams", "5", "--exclude-history", "--assistant", str(alias),
+                    "--guidance-scale", "0.5", "--reuse-lists", str(kept)]) == 2  # fmt: skip
+    finally:
+        run_json.write_text(original)
+    assert "differs in assistant's run.json" in capsys.readouterr().err
+    assert not out.exists()

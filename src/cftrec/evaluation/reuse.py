@@ -4,7 +4,8 @@ this evaluation's protocol, without decoding.
 `--exclude-history` removes the history's titles from a beam list after the search, so the
 beam search itself is the same with and without it; on Amazon Toys a 10-beam row of 2,000 users
 takes hours on a CPU, and both protocols are reported. The lists are taken only from an
-evaluation of the same run (its run.json unchanged), data, cases and decoding settings.
+evaluation of the same run (its run.json unchanged), data, cases and decoding settings (the
+assistant's run.json unchanged too).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ def reused_records(
     same = {
         "run": Path(earlier["run"]["path"]).resolve() == Path(run_dir).resolve(),
         "run.json": earlier["run"].get("run_json_sha256") == file_digest(Path(run_dir) / RUN_FILE),
+        "assistant's run.json": earlier["run"].get("assistant_json_sha256")
+        == (file_digest(Path(applied["assistant"]) / RUN_FILE) if "assistant" in applied else None),
         "data": earlier["data"]["fingerprint"] == dataset.fingerprint,
         "max_history": earlier["data"]["max_history"] == max_history,
         "cases": earlier.get("case_ids") == case_ids,

@@ -131,6 +131,8 @@ def summarise(records, dataset, info, run_dir, data_dir, settings, max_history) 
         "provenance": provenance(),
         "case_ids": [r["case_id"] for r in records],
     }
+    if "assistant" in applied:  # a retrained assistant guides other lists
+        results["run"]["assistant_json_sha256"] = file_digest(Path(settings.assistant) / RUN_FILE)
     if settings.exclude_history:
         beam = info["kind"] == "llm" and settings.decoding == "beam"
         how = (
