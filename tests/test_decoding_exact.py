@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from cftrec.data.dataset import Catalog
-from cftrec.decoding.exact import ExactStats, exact_top_k
+from cftrec.decoding import exact
+from cftrec.decoding.exact import ExactStats, bound_beams, exact_top_k
 from cftrec.decoding.guidance import MIN_BRANCH_PROBABILITY
 from cftrec.decoding.recommender import LLMRecommender
 from cftrec.errors import CftrecError
@@ -90,10 +91,15 @@ HISTORIES = [[], ["t0"], ["t1", "t2", "t3"], ["t4", "t5", "t6", "t7", "t8", "t9"
 
 
 @pytest.mark.parametrize(
-    ("seed", "sharpness", "count", "k"),
-    [(0, 1.0, 40, 1), (1, 1.0, 40, 10), (2, 8.0, 60, 5), (3, 8.0, 60, 10), (4, 3.0, 25, 25)],
-)
-def test_exact_equals_brute_force(tokenizer, seed, sharpness, count, k):
+    ("seed", "sharpness", "count", "k", "bound_beams"),
+    [(0, 1.0, 40, 1, 1), (1, 1.0, 40, 10, 1), (2, 8.0, 60, 5, None), (3, 8.0, 60, 10, 1),
+     (4, 3.0, 25, 25, None)],
+)  # fmt: skip
+def test_exact_equals_brute_force(tokenizer, monkeypatch, seed, sharpness, count, k, bound_beams):
+    """With the bound's own beam count (as wide as these catalogues: the bound is exact) and
+    with a narrow one (2k beams: a loose bound the walk must raise itself)."""
+    if bound_beams is not None:
+        monkeypatch.setattr(exact, "BOUND_BEAMS", bound_beams)
     titles = random_titles(seed, count)
     catalog = Catalog([f"t{i}" for i in range(count)], titles)
     recommender = LLMRecommender(make_model(tokenizer, seed, sharpness), tokenizer, catalog)
@@ -157,6 +163,39 @@ def test_walk_feeds_exactly_the_prefixes_that_could_still_win(tokenizer):
             torch.zeros((1, 30), dtype=torch.bool), torch.tensor([float("-inf")]), True, stats,
         )  # fmt: skip
         assert stats.prefixes == len(kept)
+
+
+def test_bound_comes_from_a_wider_search_and_never_exceeds_the_kth_best(tokenizer, monkeypatch):
+    """The walk's bound is the K-th best allowed title of a beam search of bound_beams(K) beams
+    besides the excluded titles (a K-beam search misses titles above its own K-th best, and its
+    bound fed the walk several times more prefixes), and it never exceeds the true K-th best
+    score, which would prune a title of the top K."""
+    from cftrec.decoding import beam
+
+    count = 120
+    catalog = Catalog([f"t{i}" for i in range(count)], random_titles(21, count))
+    recommender = LLMRecommender(make_model(tokenizer, 21, 2.0), tokenizer, catalog)
+    prompts = recommender.prompts(HISTORIES)
+    every_score = recommender.title_scores(HISTORIES).double()  # [users, titles]
+    widths = []
+
+    def spy(*args, **kwargs):
+        widths.append(args[3])
+        return beam.constrained_beam_search(*args, **kwargs)
+
+    monkeypatch.setattr(exact, "constrained_beam_search", spy)
+    for k, excluded in ((10, 0), (30, 2)):
+        blocked = torch.zeros((len(prompts), count), dtype=torch.bool)
+        best = every_score.topk(excluded, dim=1).indices  # each user's best titles, if any
+        blocked.scatter_(1, best, True)
+        widths.clear()
+        bound = exact._lower_bound(
+            recommender.model, prompts, recommender.trie, k, recommender.pad_id, None, 1.0,
+            blocked, True, None,
+        )  # fmt: skip
+        assert widths == [max(50, 2 * k) + excluded] and bound_beams(k) == max(50, 2 * k)
+        true_kth = every_score.masked_fill(blocked, float("-inf")).topk(k, dim=1).values[:, -1]
+        assert (bound.double() <= true_kth + 1e-4).all(), (bound, true_kth)
 
 
 @pytest.mark.parametrize("scale", [0.0, 0.3, 1.0])
