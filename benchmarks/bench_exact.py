@@ -6,10 +6,13 @@ ids). Each case is ranked exactly by exhaustive scoring (the oracle; cached with
 with each beam count, in batches of `--batch-size` as `cftrec evaluate` runs them. Per method:
 wall and process CPU seconds per case, peak resident memory of the decoding, the share of
 cases whose top K differs from the exhaustive top K (search error; ties within 1e-4 nats
-count as equal); for exact also the prefixes it fed the model per case.
+count as equal); for exact also the prefixes it fed the model per case. `--bound-widths`
+adds exact rows whose bound comes from a beam search of that many beams (the default is
+exact.bound_beams(K)): how the bound's width trades its search against the walk.
 
     .venv/bin/python benchmarks/bench_exact.py --run RUN --data DIR \
-        [--cases 20] [--k 10] [--beams 10 50 100] [--threads 1] [--exact-cache FILE] [--out FILE]
+        [--cases 20] [--k 10] [--beams 10 50 100] [--bound-widths 20 100] [--threads 1] \
+        [--exact-cache FILE] [--out FILE]
 
 Results: benchmarks/results/exact.json (or --out); the .md is written by hand from it.
 """
@@ -67,8 +70,8 @@ def differs(found: list[int], exact_scores: torch.Tensor, k: int) -> bool:
 
 def decode(method, recommender, prompts, k, width, stats):
     args = (recommender.model, prompts, recommender.trie)
-    if method == "exact":
-        titles, _ = exact_top_k(*args, k, recommender.pad_id, stats=stats)
+    if method == "exact":  # width: the bound's beams (None: the default)
+        titles, _ = exact_top_k(*args, k, recommender.pad_id, stats=stats, bound_width=width)
     else:
         titles, _ = constrained_beam_search(*args, width, recommender.pad_id)
     return [[t for t in row if t >= 0] for row in titles.tolist()]
@@ -81,6 +84,7 @@ def main():
     parser.add_argument("--cases", type=int, default=20)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--beams", type=int, nargs="+", default=[10, 50, 100])
+    parser.add_argument("--bound-widths", type=int, nargs="*", default=[])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
@@ -100,7 +104,9 @@ def main():
     histories = [list(sample.history) for _, sample in cases]
     prompts = recommender.prompts(histories)
     rows = []
-    for method, width in [("exact", None), *(("beam", w) for w in args.beams)]:
+    methods = [("exact", None), *(("exact", w) for w in args.bound_widths),
+               *(("beam", w) for w in args.beams)]  # fmt: skip
+    for method, width in methods:
         stats = ExactStats()
         lists: list[list[int]] = []
         reset_peak_memory()
@@ -111,7 +117,7 @@ def main():
         wall, cpu = since(start)
         errors = sum(differs(found, oracle[i], args.k) for i, found in enumerate(lists))
         row = {
-            "method": method if width is None else f"beam {width}",
+            "method": method if width is None else f"{method} {width}",
             "cpu_s_per_case": round(cpu / len(cases), 3),
             "wall_s_per_case": round(wall / len(cases), 3),
             "peak_rss_mb": round(peak_memory_mb(), 1),

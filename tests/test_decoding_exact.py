@@ -91,23 +91,22 @@ HISTORIES = [[], ["t0"], ["t1", "t2", "t3"], ["t4", "t5", "t6", "t7", "t8", "t9"
 
 
 @pytest.mark.parametrize(
-    ("seed", "sharpness", "count", "k", "bound_beams"),
-    [(0, 1.0, 40, 1, 1), (1, 1.0, 40, 10, 1), (2, 8.0, 60, 5, None), (3, 8.0, 60, 10, 1),
+    ("seed", "sharpness", "count", "k", "bound_width"),
+    [(0, 1.0, 40, 1, 1), (1, 1.0, 40, 10, 10), (2, 8.0, 60, 5, None), (3, 8.0, 60, 10, 10),
      (4, 3.0, 25, 25, None)],
 )  # fmt: skip
-def test_exact_equals_brute_force(tokenizer, monkeypatch, seed, sharpness, count, k, bound_beams):
+def test_exact_equals_brute_force(tokenizer, seed, sharpness, count, k, bound_width):
     """With the bound's own beam count (as wide as these catalogues: the bound is exact) and
-    with a narrow one (2k beams: a loose bound the walk must raise itself)."""
-    if bound_beams is not None:
-        monkeypatch.setattr(exact, "BOUND_BEAMS", bound_beams)
+    with K beams (a loose bound the walk must raise itself)."""
     titles = random_titles(seed, count)
     catalog = Catalog([f"t{i}" for i in range(count)], titles)
     recommender = LLMRecommender(make_model(tokenizer, seed, sharpness), tokenizer, catalog)
     prompts = recommender.prompts(HISTORIES)
     stats = ExactStats()
     got_titles, got_scores = exact_top_k(
-        recommender.model, prompts, recommender.trie, k, recommender.pad_id, stats=stats
-    )
+        recommender.model, prompts, recommender.trie, k, recommender.pad_id, stats=stats,
+        bound_width=bound_width,
+    )  # fmt: skip
     want_titles, want_scores = brute_force(recommender, HISTORIES, k)
     check_same(got_titles.tolist(), got_scores.tolist(), want_titles, want_scores)
     assert stats.prefixes > 0
@@ -177,25 +176,30 @@ def test_bound_comes_from_a_wider_search_and_never_exceeds_the_kth_best(tokenize
     recommender = LLMRecommender(make_model(tokenizer, 21, 2.0), tokenizer, catalog)
     prompts = recommender.prompts(HISTORIES)
     every_score = recommender.title_scores(HISTORIES).double()  # [users, titles]
-    widths = []
+    widths, bounds = [], []
 
-    def spy(*args, **kwargs):
+    def search_spy(*args, **kwargs):
         widths.append(args[3])
         return beam.constrained_beam_search(*args, **kwargs)
 
-    monkeypatch.setattr(exact, "constrained_beam_search", spy)
+    def bound_spy(*args):
+        bounds.append(lower_bound(*args))
+        return bounds[-1]
+
+    lower_bound = exact._lower_bound
+    monkeypatch.setattr(exact, "constrained_beam_search", search_spy)
+    monkeypatch.setattr(exact, "_lower_bound", bound_spy)
     for k, excluded in ((10, 0), (30, 2)):
-        blocked = torch.zeros((len(prompts), count), dtype=torch.bool)
-        best = every_score.topk(excluded, dim=1).indices  # each user's best titles, if any
-        blocked.scatter_(1, best, True)
-        widths.clear()
-        bound = exact._lower_bound(
-            recommender.model, prompts, recommender.trie, k, recommender.pad_id, None, 1.0,
-            blocked, True, None,
-        )  # fmt: skip
+        best = every_score.topk(excluded, dim=1).indices.tolist()  # each user's best titles
+        widths.clear(), bounds.clear()
+        got_titles, got_scores = exact_top_k(
+            recommender.model, prompts, recommender.trie, k, recommender.pad_id, excluded=best
+        )
         assert widths == [max(50, 2 * k) + excluded] and bound_beams(k) == max(50, 2 * k)
-        true_kth = every_score.masked_fill(blocked, float("-inf")).topk(k, dim=1).values[:, -1]
-        assert (bound.double() <= true_kth + 1e-4).all(), (bound, true_kth)
+        want_titles, want_scores = brute_force(recommender, HISTORIES, k, excluded=best)
+        check_same(got_titles.tolist(), got_scores.tolist(), want_titles, want_scores)
+        true_kth = torch.tensor(want_scores)[:, -1]
+        assert (bounds[0].double() <= true_kth + 1e-4).all(), (bounds[0], true_kth)
 
 
 @pytest.mark.parametrize("scale", [0.0, 0.3, 1.0])

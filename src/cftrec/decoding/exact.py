@@ -8,7 +8,7 @@ to extend the prefixes that could still beat the K-th best title:
 1. Bound: a constrained beam search returns real titles; the K-th best score among them
    (history titles left out when asked) is a lower bound on the true K-th best score. The
    search is wider than K (bound_beams): a K-beam search misses titles above its own K-th
-   best, and the looser bound cost the walk 6.6x more prefixes (BENCHMARKS.md).
+   best, and the looser bound cost the walk 6.7x more prefixes (BENCHMARKS.md).
 2. Search: a breadth-first walk down the trie, one user at a time, that keeps every prefix
    scoring at least the bound, and raises the bound to the K-th best title finished so far.
    Every title of the true top K has all its prefixes above the bound, so none is pruned.
@@ -38,9 +38,9 @@ from .methods import check_exact_applies
 from .trie import TitleTrie
 
 # The bound's beam search: the K-th best of K beams was a loose bound (on MovieLens-100k, top
-# 10: 8,000 prefixes walked per case, 43 CPU s); 50 beams cut that to 1,200 and 10 s in all, and
+# 10: 8,719 prefixes walked per case, 43 CPU s); 50 beams cut that to 1,306 and 11 s in all, and
 # for a top 50 twice K beams did best (100: 25 s; 50: 46 s; 250: 33 s). Wider costs more search
-# than it saves walking.
+# than it saves walking (results/exact.md).
 BOUND_BEAMS = 50
 
 # The bound comes from a separate search whose forward passes group rows differently, so the
@@ -69,12 +69,15 @@ def exact_top_k(
     share_prompt: bool = True,
     stats: ExactStats | None = None,
     head=None,
+    bound_width: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """-> (title indices [B, K], scores [B, K]), best first; -1 / -inf where fewer than K.
 
     `excluded[b]`: title indices user b must not get (its history, say); the K titles are the
     best of the others. `assistant_log_mass` [B, N]: D3 guidance (guidance.node_log_mass).
     `head`: the prompts' shared head (prompt_head.PromptHead), prefilled once per process.
+    `bound_width`: beams of the bound's search (default bound_beams(K); at least K), which
+    changes the cost only, never the result.
     """
     check_exact_applies(0.0, guidance_scale if assistant_log_mass is not None else None)
     stats = stats if stats is not None else ExactStats()
@@ -87,7 +90,7 @@ def exact_top_k(
         return _assistant_ranking(trie, k, assistant_log_mass, blocked)
     bound = _lower_bound(
         model, prompts, trie, k, pad_id, assistant_log_mass, guidance_scale, blocked, share_prompt,
-        head,
+        head, max(k, bound_width or bound_beams(k)),
     )  # fmt: skip
     # One walk per user: a walk holds the keys/values of every open prefix, thousands for a
     # flat model, and all 8 users of a batch walked together took 13.6 GB on MovieLens-100k.
@@ -125,11 +128,11 @@ def bound_beams(k: int) -> int:
 
 
 def _lower_bound(
-    model, prompts, trie, k, pad_id, mass, guidance_scale, blocked, share_prompt, head
+    model, prompts, trie, k, pad_id, mass, guidance_scale, blocked, share_prompt, head, beams
 ) -> torch.Tensor:
-    """[B]: the K-th best score among the allowed titles of a beam search of bound_beams(K)
-    beams besides the excluded titles (-inf when it found fewer than K)."""
-    width = min(trie.num_titles, bound_beams(k) + int(blocked.sum(1).max()))
+    """[B]: the K-th best score among the allowed titles of a beam search of `beams` beams
+    besides the excluded titles (-inf when it found fewer than K)."""
+    width = min(trie.num_titles, beams + int(blocked.sum(1).max()))
     titles, scores = constrained_beam_search(
         model, prompts, trie, width, pad_id, assistant_log_mass=mass,
         guidance_scale=guidance_scale, share_prompt=share_prompt, head=head,
