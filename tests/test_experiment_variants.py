@@ -12,7 +12,7 @@ import pytest
 from cftrec.errors import CftrecError
 from cftrec.experiment import steps
 from cftrec.experiment.settings import ExperimentSettings
-from cftrec.experiment.variants import counterpart, variant_rows
+from cftrec.experiment.variants import best_llm_row, counterpart, variant_rows
 
 # validation NDCG@10 per (run, guidance scale): cft peaks at 0.5, sft ties at 1.0 and 0.25
 VALIDATION = {("cft", "1"): 0.01, ("cft", "0.5"): 0.03, ("cft", "0.25"): 0.02,
@@ -199,3 +199,11 @@ def test_no_window_control_when_sasrec_reads_the_llms_window(tmp_path, commands)
     write_runs(tmp_path, sasrec_window=10)
     rows, _ = variant_rows(settings(), tmp_path / "data", NAMES, tmp_path, {})
     assert not any(r.startswith("sasrec") for r in rows)
+
+
+def test_best_llm_row_is_chosen_among_rows_that_decide_the_metric():
+    """Under --exclude-history a beam list may lose titles and leave NDCG@10 undecided (None):
+    such a row cannot be the best, and with no decided row there is no best to compare."""
+    assert best_llm_row({"sft": None, "cft": 0.021, "sft+g": 0.034, "cft+g": None}) == "sft+g"
+    assert best_llm_row({"sft": 0.02, "cft": 0.02}) == "sft"  # a tie: the first row
+    assert best_llm_row({"sft": None, "cft": None}) is None

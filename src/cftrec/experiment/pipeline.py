@@ -11,7 +11,13 @@ from ..errors import CftrecError
 from ..files import check_output, mark_output, read_json, write_json
 from .settings import ExperimentSettings
 from .steps import _model_flags, compare_step, evaluate_step, run_step  # noqa: F401 (demo.py)
-from .variants import counterpart, sasrec_and_llm_rows, variant_rows
+from .variants import (
+    SELECTION_METRIC,
+    best_llm_row,
+    counterpart,
+    sasrec_and_llm_rows,
+    variant_rows,
+)
 
 
 def working_folder(out: Path) -> Path:
@@ -148,10 +154,11 @@ def run_experiment(settings: ExperimentSettings, out_dir: str | Path) -> dict:
             pairs[f"{name} vs {other}"] = compare_step(results, other, name, force)
     sasrec_rows, llm_rows = sasrec_and_llm_rows(every_row)
     if settings.guided and "sasrec" in names and llm_rows:
-        ndcg = {row: read_json(results / row / "results.json")["metrics"]["ndcg@10"]
-                for row in llm_rows}  # fmt: skip
-        best = max(llm_rows, key=ndcg.__getitem__)
-        for sasrec in sasrec_rows:
+        best = best_llm_row({
+            row: read_json(results / row / "results.json")["metrics"].get(SELECTION_METRIC)
+            for row in llm_rows
+        })  # fmt: skip
+        for sasrec in sasrec_rows if best else []:
             pairs[f"{best} vs {sasrec}"] = compare_step(results, sasrec, best, force)
 
     # A step an earlier invocation did keeps the time it took then (None: not known).

@@ -127,6 +127,15 @@ def window_control(
     return row
 
 
+def best_llm_row(scores: dict[str, float | None]) -> str | None:
+    """The LLM row with the best SELECTION_METRIC among the rows that decide it, None when none
+    does: under --exclude-history a beam list loses its history's titles, and when some list
+    then holds fewer than 10 titles NDCG@10 is not decided (a missing title might have ranked
+    there)."""
+    decided = {row: score for row, score in scores.items() if score is not None}
+    return max(decided, key=decided.__getitem__) if decided else None
+
+
 def sasrec_and_llm_rows(rows: list[str]) -> tuple[list[str], list[str]]:
     """(the SASRec rows: SASRec and its window control, the LLM rows) among a table's rows."""
     sasrec = [r for r in rows if r.startswith("sasrec")]
