@@ -31,13 +31,12 @@ from ..errors import CftrecError
 from ..files import (
     OUTPUT_MARKER,
     append_durable,
-    file_digest,
     lock_file,
     mark_output,
     output_command,
     write_json,
 )
-from ..runs.info import RUN_FILE
+from ..runs.info import run_json_digest
 from .report import COMMAND
 
 log = logging.getLogger(__name__)
@@ -62,14 +61,14 @@ def evaluation_identity(
     and the applied settings."""
     identity = {
         "run": str(Path(run_dir).resolve()),
-        "run_json_sha256": file_digest(Path(run_dir) / RUN_FILE),
+        "run_json_sha256": run_json_digest(run_dir),
         "catalogue_sha256": hashlib.sha256("\n".join(titles).encode()).hexdigest(),
         "data_fingerprint": data_fingerprint,
         "settings": {k: v for k, v in settings.items() if k not in NOT_IDENTITY},
     }
     if assistant_dir:
         identity["assistant"] = str(Path(assistant_dir).resolve())
-        identity["assistant_json_sha256"] = file_digest(Path(assistant_dir) / RUN_FILE)
+        identity["assistant_json_sha256"] = run_json_digest(assistant_dir)
     return identity
 
 

@@ -14,8 +14,7 @@ from pathlib import Path
 
 from ..data.dataset import Dataset
 from ..errors import CftrecError
-from ..files import file_digest
-from ..runs.info import RUN_FILE
+from ..runs.info import run_json_digest
 from .report import read_results
 
 # settings that do not change a beam list (only how it is filtered or checked afterwards)
@@ -48,9 +47,9 @@ def reused_records(
         raise CftrecError(f"{source}: --reuse-lists takes the output of a beam evaluation")
     same = {
         "run": Path(earlier["run"]["path"]).resolve() == Path(run_dir).resolve(),
-        "run.json": earlier["run"].get("run_json_sha256") == file_digest(Path(run_dir) / RUN_FILE),
+        "run.json": earlier["run"].get("run_json_sha256") == run_json_digest(run_dir),
         "assistant's run.json": earlier["run"].get("assistant_json_sha256")
-        == (file_digest(Path(applied["assistant"]) / RUN_FILE) if "assistant" in applied else None),
+        == (run_json_digest(applied["assistant"]) if "assistant" in applied else None),
         "data": earlier["data"]["fingerprint"] == dataset.fingerprint,
         "max_history": earlier["data"]["max_history"] == max_history,
         "cases": earlier.get("case_ids") == case_ids,

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 
 from ..data.dataset import Dataset
 from ..decoding.methods import decoding_method
-from ..files import atomic_directory, file_digest, write_json
+from ..files import atomic_directory, write_json
 from ..provenance import provenance
-from ..runs.info import RUN_FILE
+from ..runs.info import run_json_digest
 from .metrics import CUTOFFS, coverage, decided_cutoffs, mean_metrics, target_rank
 from .popularity_bias import mean_popularity, plot_popularity
 from .report import (
@@ -115,7 +115,7 @@ def summarise(records, dataset, info, run_dir, data_dir, settings, max_history) 
             "path": str(run_dir),
             "kind": info["kind"],
             "data_fingerprint": info.get("data_fingerprint"),
-            "run_json_sha256": file_digest(Path(run_dir) / RUN_FILE),  # a retrained run differs
+            "run_json_sha256": run_json_digest(run_dir),  # a retrained run differs
         },  # fmt: skip
         "data": {
             "path": str(data_dir),
@@ -132,7 +132,7 @@ def summarise(records, dataset, info, run_dir, data_dir, settings, max_history) 
         "case_ids": [r["case_id"] for r in records],
     }
     if "assistant" in applied:  # a retrained assistant guides other lists
-        results["run"]["assistant_json_sha256"] = file_digest(Path(settings.assistant) / RUN_FILE)
+        results["run"]["assistant_json_sha256"] = run_json_digest(settings.assistant)
     if settings.exclude_history:
         beam = info["kind"] == "llm" and settings.decoding == "beam"
         how = (

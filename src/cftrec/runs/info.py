@@ -17,7 +17,7 @@ from typing import Any
 
 from ..data.dataset import ITEMS_FILE, Catalog, Dataset
 from ..errors import CftrecError
-from ..files import read_json, read_parquet, write_json
+from ..files import file_digest, read_json, read_parquet, write_json
 from .registry import RUN_KINDS
 
 RUN_FILE = "run.json"
@@ -31,6 +31,11 @@ def write_run_info(run_dir: str | Path, info: dict[str, Any], dataset: Dataset) 
     info = {**info, "data_fingerprint": dataset.fingerprint, "data_path": str(dataset.path)}
     shutil.copyfile(dataset.path / ITEMS_FILE, run_dir / ITEMS_FILE)
     write_json(run_dir / RUN_FILE, info)
+
+
+def run_json_digest(run_dir: str | Path) -> str:
+    """SHA-256 of a run's run.json: a run retrained into the same folder differs."""
+    return file_digest(Path(run_dir) / RUN_FILE)
 
 
 def read_run_info(run_dir: str | Path) -> dict[str, Any]:
