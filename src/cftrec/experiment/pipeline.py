@@ -11,13 +11,7 @@ from ..errors import CftrecError
 from ..files import check_output, mark_output, read_json, write_json
 from .settings import ExperimentSettings
 from .steps import _model_flags, compare_step, evaluate_step, run_step  # noqa: F401 (demo.py)
-from .variants import (
-    SELECTION_METRIC,
-    best_llm_row,
-    counterpart,
-    sasrec_and_llm_rows,
-    variant_rows,
-)
+from .variants import SELECTION_METRIC, best_llm_row_pairs, counterpart, variant_rows
 
 
 def working_folder(out: Path) -> Path:
@@ -152,14 +146,12 @@ def run_experiment(settings: ExperimentSettings, out_dir: str | Path) -> dict:
         other = counterpart(name, names, every_row)
         if other is not None and other != reference:
             pairs[f"{name} vs {other}"] = compare_step(results, other, name, force)
-    sasrec_rows, llm_rows = sasrec_and_llm_rows(every_row)
-    if settings.guided and "sasrec" in names and llm_rows:
-        best = best_llm_row({
-            row: read_json(results / row / "results.json")["metrics"].get(SELECTION_METRIC)
-            for row in llm_rows
-        })  # fmt: skip
-        for sasrec in sasrec_rows if best else []:
-            pairs[f"{best} vs {sasrec}"] = compare_step(results, sasrec, best, force)
+    if settings.guided and "sasrec" in names:
+        pairs |= best_llm_row_pairs(
+            every_row,
+            lambda row: read_json(results / row / "results.json")["metrics"].get(SELECTION_METRIC),
+            lambda a, b: compare_step(results, a, b, force),
+        )
 
     # A step an earlier invocation did keeps the time it took then (None: not known).
     earlier = out / f"summary{settings.protocol()}.json"

@@ -12,7 +12,7 @@ from .pipeline import prepare_data, run_experiment, working_folder
 from .settings import METRIC_COLUMNS, ExperimentSettings
 from .steps import compare_step, run_step
 from .tables import _difference, _format_p
-from .variants import SELECTION_METRIC, best_llm_row, counterpart, sasrec_and_llm_rows
+from .variants import SELECTION_METRIC, best_llm_row_pairs, counterpart
 
 
 def run_seeds(settings: ExperimentSettings, out_dir: str | Path, seeds: list[int]) -> dict:
@@ -55,13 +55,12 @@ def run_seeds(settings: ExperimentSettings, out_dir: str | Path, seeds: list[int
         other = counterpart(name, row_names, names)
         if other is not None and other != reference:
             pairs[f"{name} vs {other}"] = _pair(out, seeds, other, name, settings)
-    sasrec_rows, llm_rows = sasrec_and_llm_rows(names)
-    if settings.guided and "sasrec" in names and llm_rows:
-        best = best_llm_row({
-            row: metrics[row].get(SELECTION_METRIC, {}).get("mean") for row in llm_rows
-        })  # fmt: skip
-        for sasrec in sasrec_rows if best else []:
-            pairs[f"{best} vs {sasrec}"] = _pair(out, seeds, sasrec, best, settings)
+    if settings.guided and "sasrec" in names:
+        pairs |= best_llm_row_pairs(
+            names,
+            lambda row: metrics[row].get(SELECTION_METRIC, {}).get("mean"),
+            lambda a, b: _pair(out, seeds, a, b, settings),
+        )
     summary = {
         "settings": {k: v for k, v in asdict(settings).items() if k != "seed"},
         "seeds": list(seeds),

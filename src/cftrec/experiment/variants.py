@@ -136,6 +136,14 @@ def best_llm_row(scores: dict[str, float | None]) -> str | None:
     return max(decided, key=decided.__getitem__) if decided else None
 
 
+def best_llm_row_pairs(rows: list[str], score, compare) -> dict:
+    """The best LLM row (best_llm_row over `score(row)`) against each SASRec row:
+    {"BEST vs SASREC": compare(SASREC, BEST)}; empty when no LLM row decides the metric."""
+    sasrec_rows, llm_rows = sasrec_and_llm_rows(rows)
+    best = best_llm_row({row: score(row) for row in llm_rows})
+    return {f"{best} vs {sasrec}": compare(sasrec, best) for sasrec in sasrec_rows} if best else {}
+
+
 def sasrec_and_llm_rows(rows: list[str]) -> tuple[list[str], list[str]]:
     """(the SASRec rows: SASRec and its window control, the LLM rows) among a table's rows."""
     sasrec = [r for r in rows if r.startswith("sasrec")]
