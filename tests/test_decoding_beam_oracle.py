@@ -151,3 +151,51 @@ def test_more_beams_than_titles_find_every_title_once(tokenizer):
         assert_same_lists(got, hf[b], f"prompt {b} vs generate")
         reference = reference_beam_search(model, prompts[b], responses, eos, width)
         assert_same_lists(got, reference, f"prompt {b} vs the plain reference")
+
+
+@pytest.mark.parametrize(("seed", "scale"), [(5, None), (6, None), (8, 0.5), (6, 0.0)])
+def test_excluded_titles_are_skipped_as_if_they_had_left_the_trie(tokenizer, seed, scale):
+    """A search that skips each user's excluded titles returns, for every user of the batch,
+    what the plain search returns on a trie built without that user's titles (and, guided,
+    with the assistant's probabilities over the titles left): W titles, none excluded. The
+    excluded titles are each user's first titles of the plain search, so it must look
+    elsewhere; `scale` None: no guidance; 0: the assistant alone, without the model."""
+    from cftrec.decoding.guidance import node_log_mass, without_titles
+
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    model = sharp_llama(tokenizer, seed)
+    responses = random_token_trie(seed, eos)
+    trie = TitleTrie(responses)
+    rng = random.Random(seed)
+    prompts = [[rng.randrange(300, 5000) for _ in range(n)] for n in (5, 17, 9)]
+    width = 3
+    guided = {}
+    log_probs = None
+    if scale is not None:
+        noise = torch.Generator().manual_seed(seed)
+        log_probs = (3 * torch.randn(len(prompts), len(responses), generator=noise)).log_softmax(1)
+        guided = {"assistant_log_mass": node_log_mass(trie, log_probs), "guidance_scale": scale}
+    plain, _ = constrained_beam_search(model, prompts, trie, width, pad, **guided)
+    excluded = [plain[b, : 1 + b].tolist() for b in range(len(prompts))]
+    if scale is not None:
+        mass = node_log_mass(trie, without_titles(log_probs, excluded))
+        guided = {"assistant_log_mass": mass, "guidance_scale": scale}
+    for share in (True, False):
+        picked, scores = constrained_beam_search(
+            model, prompts, trie, width, pad, share_prompt=share, excluded=excluded, **guided
+        )
+        for b, prompt in enumerate(prompts):
+            kept = [t for t in range(len(responses)) if t not in excluded[b]]
+            reduced = TitleTrie([responses[t] for t in kept])
+            alone = {}
+            if scale is not None:
+                alone = {"assistant_log_mass": node_log_mass(reduced, log_probs[b : b + 1, kept]),
+                         "guidance_scale": scale}  # fmt: skip
+            want_titles, want_scores = constrained_beam_search(
+                model, [prompt], reduced, width, pad, **alone
+            )
+            want = [(kept[t], s) for t, s in zip(want_titles[0].tolist(), want_scores[0].tolist(),
+                                                 strict=True)]  # fmt: skip
+            got = list(zip(picked[b].tolist(), scores[b].tolist(), strict=True))
+            assert len(got) == width and not set(picked[b].tolist()) & set(excluded[b])
+            assert_same_lists(got, want, f"seed {seed}, prompt {b}, shared prompt {share}")

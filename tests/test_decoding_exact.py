@@ -70,8 +70,12 @@ def brute_force(recommender, histories, k, assistant=None, scale=1.0, excluded=N
     scores = llm
     if assistant is not None:
         # D3's per-token mix telescopes over a title's path: g * llm + (1 - g) * log P(title),
-        # with the zero-probability clamp of guidance.py on P(title).
-        probs = assistant.title_log_probs(histories).double().softmax(-1)
+        # with the zero-probability clamp of guidance.py on P(title); excluded titles have
+        # left the assistant's catalogue too.
+        log_probs = assistant.title_log_probs(histories).double()
+        for row, titles in enumerate(excluded or []):
+            log_probs[row, titles] = float("-inf")
+        probs = log_probs.softmax(-1)
         assist = probs.clamp_min(MIN_BRANCH_PROBABILITY).log()
         scores = scale * llm + (1 - scale) * assist
     if excluded is not None:
@@ -165,8 +169,8 @@ def test_walk_feeds_exactly_the_prefixes_that_could_still_win(tokenizer):
 
 
 def test_bound_comes_from_a_wider_search_and_never_exceeds_the_kth_best(tokenizer, monkeypatch):
-    """The walk's bound is the K-th best allowed title of a beam search of bound_beams(K) beams
-    besides the excluded titles (a K-beam search misses titles above its own K-th best, and its
+    """The walk's bound is the K-th best title of a beam search of bound_beams(K) beams that
+    skips the excluded titles (a K-beam search misses titles above its own K-th best, and its
     bound fed the walk several times more prefixes), and it never exceeds the true K-th best
     score, which would prune a title of the top K."""
     from cftrec.decoding import beam
@@ -176,10 +180,11 @@ def test_bound_comes_from_a_wider_search_and_never_exceeds_the_kth_best(tokenize
     recommender = LLMRecommender(make_model(tokenizer, 21, 2.0), tokenizer, catalog)
     prompts = recommender.prompts(HISTORIES)
     every_score = recommender.title_scores(HISTORIES).double()  # [users, titles]
-    widths, bounds = [], []
+    widths, skipped, bounds = [], [], []
 
     def search_spy(*args, **kwargs):
         widths.append(args[3])
+        skipped.append(kwargs["excluded"])
         return beam.constrained_beam_search(*args, **kwargs)
 
     def bound_spy(*args):
@@ -191,26 +196,32 @@ def test_bound_comes_from_a_wider_search_and_never_exceeds_the_kth_best(tokenize
     monkeypatch.setattr(exact, "_lower_bound", bound_spy)
     for k, excluded in ((10, 0), (30, 2)):
         best = every_score.topk(excluded, dim=1).indices.tolist()  # each user's best titles
-        widths.clear(), bounds.clear()
+        widths.clear(), skipped.clear(), bounds.clear()
         got_titles, got_scores = exact_top_k(
             recommender.model, prompts, recommender.trie, k, recommender.pad_id, excluded=best
         )
-        assert widths == [max(50, 2 * k) + excluded] and bound_beams(k) == max(50, 2 * k)
+        assert widths == [max(50, 2 * k)] and bound_beams(k) == max(50, 2 * k)
+        assert [list(row) for row in skipped[0]] == best
         want_titles, want_scores = brute_force(recommender, HISTORIES, k, excluded=best)
         check_same(got_titles.tolist(), got_scores.tolist(), want_titles, want_scores)
         true_kth = torch.tensor(want_scores)[:, -1]
         assert (bounds[0].double() <= true_kth + 1e-4).all(), (bounds[0], true_kth)
 
 
-@pytest.mark.parametrize("scale", [0.0, 0.3, 1.0])
-def test_exact_with_guidance_equals_brute_force(tokenizer, scale):
+@pytest.mark.parametrize(("scale", "exclude"), [(0.0, False), (0.3, False), (1.0, False),
+                                               (0.3, True), (1.0, True)])  # fmt: skip
+def test_exact_with_guidance_equals_brute_force(tokenizer, scale, exclude):
+    """`exclude`: the history's titles are left out, of the assistant's catalogue too."""
     titles = random_titles(6, 40)
     catalog = Catalog([f"t{i}" for i in range(40)], titles)
     recommender = LLMRecommender(make_model(tokenizer, 6, 3.0), tokenizer, catalog)
     assistant = HistoryAssistant(catalog, seed=6, zero_titles=5)
     got = recommender.recommend(HISTORIES, k=8, method="exact", assistant=assistant,
-                                guidance_scale=scale, exclude_history=False)  # fmt: skip
-    want_titles, want_scores = brute_force(recommender, HISTORIES, 8, assistant, scale)
+                                guidance_scale=scale, exclude_history=exclude)  # fmt: skip
+    excluded = [[catalog.index_of_title[catalog.title_of[i]] for i in h] for h in HISTORIES]
+    want_titles, want_scores = brute_force(
+        recommender, HISTORIES, 8, assistant, scale, excluded if exclude else None
+    )
     check_same(
         [[catalog.index_of_title[r.title] for r in row] for row in got],
         [[r.score for r in row] for row in got],
@@ -248,11 +259,13 @@ def test_scale_zero_reads_the_assistants_ranking_without_the_model(tokenizer):
     histories = [[], ["t0"], ["t1", "t2", "n0"]]
     got = recommender.recommend(histories, k=7, method="exact", assistant=assistant,
                                 guidance_scale=0.0)  # fmt: skip
-    probs = assistant.title_log_probs(histories).double().softmax(-1)
-    scores = probs.clamp_min(MIN_BRANCH_PROBABILITY).log()
     catalog = recommender.catalog
-    for row, history in enumerate(histories):
-        own = [catalog.index_of_title[t] for t in catalog.titles_for(history)]
+    log_probs = assistant.title_log_probs(histories).double()
+    owns = [[catalog.index_of_title[t] for t in catalog.titles_for(h)] for h in histories]
+    for row, own in enumerate(owns):  # as if the history had left the catalogue
+        log_probs[row, own] = float("-inf")
+    scores = log_probs.softmax(-1).clamp_min(MIN_BRANCH_PROBABILITY).log()
+    for row, own in enumerate(owns):
         scores[row, own] = float("-inf")
     top = scores.topk(7, dim=1)
     check_same(
@@ -281,7 +294,7 @@ def test_excluded_titles_are_skipped_and_the_list_stays_full(tokenizer):
 @pytest.mark.parametrize("method", ["exact", "beam", "exhaustive"])
 def test_recommend_leaves_out_the_history_by_default(tokenizer, method):
     """What comes next: by default a history's own titles are not recommended, and the list
-    still holds k titles (beam search asks for a beam per excluded title)."""
+    still holds k titles (beam and exact search skip them while they search)."""
     titles = random_titles(12, 30)
     catalog = Catalog([f"t{i}" for i in range(30)], titles)
     recommender = LLMRecommender(make_model(tokenizer, 12, 3.0), tokenizer, catalog)

@@ -55,6 +55,14 @@ def assert_same_as_fresh(trie: TitleTrie, live: list[tuple[int, ...]]) -> None:
         brute = probs[:, below].sum(1).log().float()
         torch.testing.assert_close(mass[:, node], brute, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(mass[:, node], fresh_mass[:, fresh.walk(prefix)])
+    # excluded titles: the nodes a search must not enter are those with only them below
+    excluded = [list(range(0, len(live), 2)), [len(live) - 1]]
+    blocked = trie.blocked_nodes(excluded)
+    assert blocked.shape == (2, trie.num_nodes)
+    for prefix, node in reached.items():
+        below = {i for i, s in enumerate(live) if s[: len(prefix)] == prefix}
+        for row, titles in enumerate(excluded):
+            assert bool(blocked[row, node]) == below.issubset(titles), (prefix, row)
 
 
 @pytest.mark.parametrize(("seed", "mirrored"), [(s, s % 2 == 1) for s in range(6)])

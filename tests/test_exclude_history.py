@@ -1,7 +1,7 @@
 """`cftrec evaluate --exclude-history`: the titles of each case's history are removed from its
-ranking before the metrics. Full rankings (popularity, SASRec, exhaustive scoring) against a
-brute-force ranking with the history titles masked; beam lists against the plain beam lists
-filtered; metrics recomputed from the brute-force ranks."""
+ranking, as if they had left the catalogue. Full rankings (popularity, SASRec, exhaustive
+scoring) against a brute-force ranking with the history titles masked; beam lists against the
+plain beam search on a trie without them; metrics recomputed from the brute-force ranks."""
 
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ def assert_full_ranking_masked(results, cases, dataset, scores_of):
         assert case["rank"] == ranks[-1]
     assert results["settings"]["exclude_history"] is True
     assert results["exclude_history"]["targets_in_history"] == repeats > 0
-    assert "masked before ranking" in results["exclude_history"]["note"]
+    assert "as if they had left the catalogue" in results["exclude_history"]["note"]
     assert results["cutoffs"] == list(CUTOFFS)  # lists hold every title left to rank
     assert_metrics(results, ranks)
 
@@ -148,26 +148,55 @@ def test_exhaustive_llm_scoring_masks_history_titles(setup):
     assert_full_ranking_masked(results, cases, dataset, scores_of)
 
 
-def test_beam_lists_are_filtered_and_cutoffs_follow_the_shortest(setup):
+@pytest.mark.parametrize("guided", [False, True])
+def test_beam_lists_skip_history_titles_and_stay_full(setup, guided):
+    """Each beam list is the plain beam search's list on a trie built without the case's
+    history titles (guided: with SASRec's probabilities over the titles left), so it holds
+    `beams` titles (or every title left) and every cutoff up to `beams` is decided."""
+    from cftrec.decoding.beam import constrained_beam_search
+    from cftrec.decoding.guidance import node_log_mass
+    from cftrec.decoding.trie import TitleTrie
+    from cftrec.runs import load_recommender
+
     base, data, dataset = setup
-    beams = 5
-    plain, plain_cases, _ = evaluate(base, data, "llm", "beam", "--beams", str(beams))
-    assert plain["settings"]["exclude_history"] is False and "exclude_history" not in plain
-    results, cases, out = evaluate(
-        base, data, "llm", "beam-excluded", "--beams", str(beams), "--exclude-history"
-    )
+    beams, scale = 2, 0.5  # histories hold 5 to 8 of the 8 titles
+    guidance = ["--assistant", str(base / "sasrec"), "--guidance-scale", str(scale)]
+    extra = ["--beams", str(beams), "--exclude-history", *(guidance if guided else [])]
+    name = "beam-excluded" + ("-guided" if guided else "")
+    results, cases, out = evaluate(base, data, "llm", name, *extra)
+    recommender = load_recommender(base / "llm")
+    assistant = load_recommender(base / "sasrec")
     catalog = dataset.catalog
-    ranks = []
-    for case, before in zip(cases, plain_cases, strict=True):
+    ranks, narrowed, lefts = [], 0, []
+    for case in cases:
         history = set(catalog.titles_for(case["history"]))
-        assert case["titles"] == [t for t in before["titles"] if t not in history]
+        kept = [t for t, title in enumerate(catalog.titles) if title not in history]
+        lefts.append(len(kept))
+        if not kept:  # the history holds every title: nothing is left to recommend
+            assert case["titles"] == [] and case["rank"] is None
+            ranks.append(None)
+            continue
+        trie = TitleTrie([recommender.responses[t] for t in kept])
+        options = {}
+        if guided:
+            log_probs = torch.as_tensor(assistant.title_log_probs([case["history"]]))
+            options = {"assistant_log_mass": node_log_mass(trie, log_probs[:, kept]),
+                       "guidance_scale": scale}  # fmt: skip
+        titles, _ = constrained_beam_search(
+            recommender.model, recommender.prompts([case["history"]]), trie, beams,
+            recommender.pad_id, **options,
+        )  # fmt: skip
+        expected = [catalog.titles[kept[t]] for t in titles[0].tolist() if t >= 0]
+        assert case["titles"] == expected and len(expected) == min(beams, len(kept))
+        narrowed += len(kept) > beams  # the search had to choose among the titles left
         target = catalog.title(case["target"])
-        ranks.append(case["titles"].index(target) + 1 if target in case["titles"] else None)
-    shortest = min(len(c["titles"]) for c in cases)
-    assert shortest < beams  # some beam list lost history titles
-    assert results["list_length"] == shortest
-    assert results["cutoffs"] == [k for k in CUTOFFS if k <= shortest]
-    assert f"fewer than {beams} titles" in results["exclude_history"]["note"]
+        ranks.append(expected.index(target) + 1 if target in expected else None)
+    assert narrowed > 0
+    assert results["list_length"] == min(len(case["titles"]) for case in cases)
+    # decided where every list holds K titles or every title left
+    holds = [(len(c["titles"]), left) for c, left in zip(cases, lefts, strict=True)]
+    assert results["cutoffs"] == [k for k in CUTOFFS if all(n >= k or n == m for n, m in holds)]
+    assert "as if they had left the catalogue" in results["exclude_history"]["note"]
     assert_metrics(results, ranks)
     assert "history excluded" in (out / "results.md").read_text()
 
@@ -199,87 +228,3 @@ def test_compare_refuses_mixing_protocols(setup, capsys):
     err = capsys.readouterr().err.strip()
     assert "--exclude-history" in err and len(err.splitlines()) == 1
     assert run(["compare", str(excluded), str(excluded)]) == 0
-
-
-def test_reused_beam_lists_score_as_decoded_ones(setup, capsys):
-    """--reuse-lists: the history-excluded row from the history-kept row's lists, without
-    decoding, is the row decoded with --exclude-history (cases, metrics, notes)."""
-    base, data, _ = setup
-    _, _, kept = evaluate(base, data, "llm", "reuse-kept", "--beams", "5")
-    decoded, decoded_cases, _ = evaluate(
-        base, data, "llm", "reuse-decoded", "--beams", "5", "--exclude-history"
-    )
-    reused, reused_cases, _ = evaluate(
-        base, data, "llm", "reuse-reused", "--beams", "5", "--exclude-history",
-        "--reuse-lists", str(kept),
-    )  # fmt: skip
-    fields = ("case_id", "titles", "scores", "rank", "target_title", "generations")
-    assert [{f: c.get(f) for f in fields} for c in reused_cases] == [
-        {f: c.get(f) for f in fields} for c in decoded_cases
-    ]
-    for key in ("metrics", "cutoffs", "list_length", "exclude_history", "invalid_rate"):
-        assert reused[key] == decoded[key]
-    assert reused["settings"]["reuse_lists"] == str(kept)
-
-    # only the same lists: other beams, a changed run, other cases, another decoding
-    def refused(*extra, run_name="llm"):
-        out = base / "results" / "reuse-refused"
-        args = ["evaluate", "--run", str(base / run_name), "--data", str(data), "-o", str(out),
-                "--exclude-history", "--reuse-lists", str(kept), *extra]  # fmt: skip
-        capsys.readouterr()
-        assert run(args) == 2
-        assert not out.exists()
-        return capsys.readouterr().err
-
-    assert "differs in beams" in refused("--beams", "4")
-    assert "differs in cases" in refused("--beams", "5", "--limit", "3")
-    assert "--decoding beam" in refused("--decoding", "exact")
-    assert "an LLM run" in refused(run_name="pop")
-    _, _, excluded = evaluate(base, data, "llm", "reuse-source-excluded", "--beams", "5",
-                              "--exclude-history")  # fmt: skip
-    out = base / "results" / "reuse-kept-from-excluded"
-    assert run(["evaluate", "--run", str(base / "llm"), "--data", str(data), "-o", str(out),
-                "--beams", "5", "--reuse-lists", str(excluded)]) == 2  # fmt: skip
-    assert "lost the history's titles" in capsys.readouterr().err
-    run_json = base / "llm" / "run.json"
-    original = run_json.read_text()
-    try:
-        run_json.write_text(original + "\n")  # as if retrained into the same folder
-        assert "differs in run.json" in refused("--beams", "5")
-    finally:
-        run_json.write_text(original)
-
-
-def test_reused_lists_name_the_assistant_by_its_run(setup, capsys):
-    """A guided evaluation's lists are reused whichever path names the same assistant run,
-    and only while that run is unchanged."""
-    base, data, _ = setup
-    kept_results, _, kept = evaluate(base, data, "llm", "guided-kept", "--beams", "5",
-                          "--assistant", str(base / "sasrec"), "--guidance-scale", "0.5")  # fmt: skip
-    alias = base / "sasrec-alias"
-    alias.symlink_to(base / "sasrec")
-    decoded, decoded_cases, _ = evaluate(
-        base, data, "llm", "guided-decoded", "--beams", "5", "--exclude-history",
-        "--assistant", str(alias), "--guidance-scale", "0.5",
-    )  # fmt: skip
-    reused, reused_cases, _ = evaluate(
-        base, data, "llm", "guided-reused", "--beams", "5", "--exclude-history",
-        "--assistant", str(alias), "--guidance-scale", "0.5", "--reuse-lists", str(kept),
-    )  # fmt: skip
-    assert [c["titles"] for c in reused_cases] == [c["titles"] for c in decoded_cases]
-    assert reused["metrics"] == decoded["metrics"]
-    assert reused["run"]["assistant_json_sha256"] == kept_results["run"]["assistant_json_sha256"]
-
-    # a retrained assistant (same folder) guides other lists: decode instead
-    run_json = base / "sasrec" / "run.json"
-    original = run_json.read_text()
-    out = base / "results" / "guided-retrained-assistant"
-    try:
-        run_json.write_text(original + "\n")
-        assert run(["evaluate", "--run", str(base / "llm"), "--data", str(data), "-o", str(out),
-                    "--beams", "5", "--exclude-history", "--assistant", str(alias),
-                    "--guidance-scale", "0.5", "--reuse-lists", str(kept)]) == 2  # fmt: skip
-    finally:
-        run_json.write_text(original)
-    assert "differs in assistant's run.json" in capsys.readouterr().err
-    assert not out.exists()

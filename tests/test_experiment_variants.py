@@ -157,7 +157,7 @@ def test_a_user_sample_and_the_history_excluded_protocol_reach_every_evaluation(
     protocols share the runs and the guidance choice without overwriting each other."""
     kept = settings(eval_sample=2000, eval_sample_seed=0)
     variant_rows(kept, tmp_path / "data", NAMES, tmp_path, {})
-    assert not any("--exclude-history" in c or "--reuse-lists" in c for c in commands)
+    assert not any("--exclude-history" in c for c in commands)
     assert {Path(c[-1]).parent for c in commands if "valid" not in c} == {tmp_path / "results"}
 
     commands.clear()
@@ -175,15 +175,6 @@ def test_a_user_sample_and_the_history_excluded_protocol_reach_every_evaluation(
         assert Path(command[-1]).parent.parent == tmp_path / "guidance-selection"
         assert "--exclude-history" not in command
     assert all("--exclude-history" in c and "--resume" in c for c in tests)
-    # beam lists come from the history-kept protocol's evaluation of the same row; exact
-    # decoding ranks further without the history, so it decodes
-    for command in tests:
-        out = Path(command[-1])
-        kept_out = Path(str(out).replace("-history-excluded", ""))
-        if command[command.index("--decoding") + 1] == "beam" and "sasrec" not in out.name:
-            assert command[command.index("--reuse-lists") + 1] == str(kept_out)
-        else:
-            assert "--reuse-lists" not in command
 
 
 def test_extra_decodings_for_the_guided_rows_only(tmp_path, commands):

@@ -29,8 +29,8 @@ def evaluate_command(
         bool,
         typer.Option(
             "--exclude-history",
-            help="Remove each case's history titles from its ranking before the metrics "
-            "(beam lists are filtered, so they may hold fewer than --beams titles).",
+            help="Leave each case's history titles out of its ranking, as if they had left "
+            "the catalogue (beam and exact search skip them while they search).",
         ),
     ] = False,
     check_search: Annotated[
@@ -40,14 +40,6 @@ def evaluate_command(
             help="Beam decoding: also rank the whole catalogue exactly (exhaustive scoring, "
             "about 80 CPU-seconds per case on MovieLens-100k with SmolLM2-135M) for N seeded "
             "cases; report how often the beam's top-K differs, its recall and the score gap.",
-        ),
-    ] = None,
-    reuse_lists: Annotated[
-        Path | None,
-        typer.Option(
-            help="Score the beam lists of an earlier evaluation (its output folder) of the same "
-            "run, data, cases and decoding again, without decoding: e.g. with --exclude-history, "
-            "which only filters beam lists.",
         ),
     ] = None,
     assistant: Annotated[
@@ -100,7 +92,7 @@ def evaluate_command(
         assistant=str(assistant) if assistant else None, guidance_scale=guidance_scale,
         length_penalty=length_penalty, max_history=max_history,
         allow_data_mismatch=allow_data_mismatch, dtype=dtype, exclude_history=exclude_history,
-        check_search=check_search, reuse_lists=str(reuse_lists) if reuse_lists else None,
+        check_search=check_search,
     )  # fmt: skip
     results = evaluate(run, data, out, settings, overwrite=overwrite, resume=resume)
     if results is None:  # not the main process

@@ -16,6 +16,10 @@ once no beam is left. (With a length penalty, or guidance scales above 1, every 
 end of its title.) With at least as many beams as titles nothing is ever pruned, so
 the result is the exact (exhaustive) ranking. At guidance scale 0 the model is not run: the step
 scores are the assistant's alone (the same lists, bit for bit, measured on 300 MovieLens cases).
+
+Titles excluded for a user (its history, say) are skipped while the beams are filled: the
+search never enters a prefix below which every title is excluded (TitleTrie.blocked_nodes), so
+it runs as on a trie without those titles and still returns W titles.
 """
 
 from __future__ import annotations
@@ -46,8 +50,11 @@ def constrained_beam_search(
     share_prompt: bool = True,
     head=None,
     score_tails: bool = True,
+    excluded: Sequence[Sequence[int]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """-> (title indices [B, W], scores [B, W]), best first; -1 / -inf where fewer than W.
+
+    `excluded[b]`: title indices user b must not get, skipped while the beams are filled.
 
     `assistant_log_mass` [B, N]: the assistant's log mass per trie node (guidance.node_log_mass).
     `share_prompt=False` forces the plain per-beam cache (same results, slower). `head`: the
@@ -56,7 +63,7 @@ def constrained_beam_search(
     with shared_prefix.attention(model):
         return _search(
             model, prompts, trie, num_beams, pad_id, length_penalty, assistant_log_mass,
-            guidance_scale, share_prompt, head, score_tails,
+            guidance_scale, share_prompt, head, score_tails, excluded,
         )  # fmt: skip
 
 
@@ -72,6 +79,7 @@ def _search(
     share_prompt: bool,
     head,
     score_tails: bool,
+    excluded: Sequence[Sequence[int]] | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     from transformers import DynamicCache
 
@@ -103,10 +111,13 @@ def _search(
     pool_titles = torch.full((batch, width), -1, dtype=torch.long, device=device)
     out_scores, out_titles = pool_scores.clone(), pool_titles.clone()
     mass = assistant_log_mass.to(device) if assistant_log_mass is not None else None
+    blocked = trie.blocked_nodes(excluded).to(device) if excluded and any(excluded) else None
 
     for step in range(trie.max_length):
         active = len(users)
         tokens, children, valid = trie.children(nodes)  # [A, Wc, D]
+        if blocked is not None:
+            valid = valid & ~blocked[users.view(-1, 1, 1), children]
         if model_free:
             token_scores = torch.zeros(tokens.shape, device=device)
         else:

@@ -89,8 +89,8 @@ def exact_top_k(
     if assistant_log_mass is not None and guidance_scale == 0:
         return _assistant_ranking(trie, k, assistant_log_mass, blocked)
     bound = _lower_bound(
-        model, prompts, trie, k, pad_id, assistant_log_mass, guidance_scale, blocked, share_prompt,
-        head, max(k, bound_width or bound_beams(k)),
+        model, prompts, trie, k, pad_id, assistant_log_mass, guidance_scale, excluded,
+        share_prompt, head, max(k, bound_width or bound_beams(k)),
     )  # fmt: skip
     # One walk per user: a walk holds the keys/values of every open prefix, and all 8 users of
     # a batch walked together took 13.6 GB on MovieLens-100k (with the looser K-beam bound).
@@ -128,21 +128,15 @@ def bound_beams(k: int) -> int:
 
 
 def _lower_bound(
-    model, prompts, trie, k, pad_id, mass, guidance_scale, blocked, share_prompt, head, beams
+    model, prompts, trie, k, pad_id, mass, guidance_scale, excluded, share_prompt, head, beams
 ) -> torch.Tensor:
-    """[B]: the K-th best score among the allowed titles of a beam search of `beams` beams
-    besides the excluded titles (-inf when it found fewer than K)."""
-    width = min(trie.num_titles, beams + int(blocked.sum(1).max()))
-    titles, scores = constrained_beam_search(
-        model, prompts, trie, width, pad_id, assistant_log_mass=mass,
-        guidance_scale=guidance_scale, share_prompt=share_prompt, head=head,
+    """[B]: the K-th best score of a beam search of `beams` beams that skips the excluded
+    titles (-inf when it found fewer than K)."""
+    _, scores = constrained_beam_search(
+        model, prompts, trie, min(trie.num_titles, beams), pad_id, assistant_log_mass=mass,
+        guidance_scale=guidance_scale, share_prompt=share_prompt, head=head, excluded=excluded,
     )  # fmt: skip
-    titles, scores = titles.cpu(), scores.cpu()
-    allowed = (titles >= 0) & ~blocked.gather(1, titles.clamp_min(0))
-    kept = scores.masked_fill(~allowed, NEG_INF).sort(dim=1, descending=True).values
-    if kept.shape[1] < k:
-        return torch.full((len(prompts),), NEG_INF)
-    return kept[:, k - 1]
+    return scores[:, k - 1].cpu()
 
 
 def _walk(

@@ -36,6 +36,16 @@ def node_log_mass(trie: TitleTrie, title_log_probs: torch.Tensor) -> torch.Tenso
     return mass.clamp_min(MIN_BRANCH_PROBABILITY).log().float()
 
 
+def without_titles(title_log_probs: torch.Tensor, excluded) -> torch.Tensor:
+    """title_log_probs [B, T] with the titles `excluded[b]` (indices) at -inf: the assistant
+    over the catalogue without them (a row that would lose every title stays as it is)."""
+    masked = title_log_probs.clone()
+    for row, titles in enumerate(excluded):
+        if titles and len(set(titles)) < masked.shape[1]:
+            masked[row, list(titles)] = float("-inf")
+    return masked
+
+
 def branch_log_probs(
     log_mass: torch.Tensor, parents: torch.Tensor, children: torch.Tensor
 ) -> torch.Tensor:

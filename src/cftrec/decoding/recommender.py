@@ -233,8 +233,9 @@ class LLMRecommender:
         """Top-k distinct catalogue titles per history (item ids, oldest first), best first.
 
         The history's own titles are left out unless `exclude_history=False` (domains with
-        repeat purchases); the list still holds k titles where the method can find them.
-        Beam search returns at most `num_beams` titles (plus one per excluded title).
+        repeat purchases); the list still holds k titles where the method can find them (beam
+        and exact search skip them while they search, as if they had left the catalogue).
+        Beam search returns at most `num_beams` titles.
         `num_beams=None`: the method's default (cftrec.decoding.methods).
         """
         return self.decode(
@@ -255,7 +256,7 @@ class LLMRecommender:
         exclude_history: bool = False,
     ) -> Decoded:
         """As `recommend`, with grounding's generations too; history titles stay unless
-        `exclude_history` (evaluation filters them itself, by its own protocol)."""
+        `exclude_history`."""
         guided_methods = [m.name for m in DECODING_METHODS.values() if m.guidance]
         if assistant is not None and not decoding_method(method).guidance:
             raise CftrecError(
@@ -277,10 +278,11 @@ class LLMRecommender:
             excluded = [self._title_indices(h) if exclude_history else [] for h in batch_histories]
             extra = max(map(len, excluded))  # places the excluded titles may take in a list
             generations = []
+            # beam and exact search skip the excluded titles; the others rank more and filter
             if method == "beam":
-                recs = self._beam(batch, batch_histories, k + extra, num_beams + extra, assistant,
-                                  guidance_scale)  # fmt: skip
-            elif method == "exact":  # skips the excluded titles while it searches
+                recs = self._beam(batch, batch_histories, k, num_beams, assistant,
+                                  guidance_scale, excluded)  # fmt: skip
+            elif method == "exact":
                 recs = self._exact(batch, batch_histories, k, assistant, guidance_scale, excluded)
             elif method == "exhaustive":
                 recs = self._exhaustive(batch, k + extra)
@@ -309,24 +311,27 @@ class LLMRecommender:
         return torch.cat(chunks).cpu()
 
     # ---------------------------------------------------------------- methods
-    def _beam(self, prompts, histories, k, num_beams, assistant, guidance_scale):
+    def _beam(self, prompts, histories, k, num_beams, assistant, guidance_scale, excluded):
         from .beam import constrained_beam_search
 
         titles, scores = constrained_beam_search(
             self.model, prompts, self.trie, num_beams, self.pad_id,
             length_penalty=self.length_penalty,
-            assistant_log_mass=self._assistant_mass(assistant, histories),
-            guidance_scale=guidance_scale, head=self.prompt_head,
+            assistant_log_mass=self._assistant_mass(assistant, histories, excluded),
+            guidance_scale=guidance_scale, head=self.prompt_head, excluded=excluded,
         )  # fmt: skip
         return self._lists(titles, scores, k)
 
-    def _assistant_mass(self, assistant, histories):
-        """D3 guidance: the assistant's log mass per trie node [B, N], or None without one."""
+    def _assistant_mass(self, assistant, histories, excluded):
+        """D3 guidance: the assistant's log mass per trie node [B, N], or None without one.
+        The excluded titles get no mass, as if they had left the catalogue, so a prefix is
+        worth what it can still deliver (a title's score only shifts by a per-user constant)."""
         if assistant is None:
             return None
-        from .guidance import assistant_title_log_probs, node_log_mass
+        from .guidance import assistant_title_log_probs, node_log_mass, without_titles
 
         title_log_probs = assistant_title_log_probs(assistant, self.catalog, histories)
+        title_log_probs = without_titles(title_log_probs, excluded)
         return node_log_mass(self.trie, title_log_probs.to(self.trie.leaf_title.device))
 
     def _lists(self, titles, scores, k) -> list[list[Recommendation]]:
@@ -341,7 +346,7 @@ class LLMRecommender:
 
         titles, scores = exact_top_k(
             self.model, prompts, self.trie, min(k, len(self.catalog.titles)), self.pad_id,
-            assistant_log_mass=self._assistant_mass(assistant, histories),
+            assistant_log_mass=self._assistant_mass(assistant, histories, excluded),
             guidance_scale=guidance_scale, excluded=excluded, head=self.prompt_head,
         )  # fmt: skip
         return self._lists(titles, scores, k)

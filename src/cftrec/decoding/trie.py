@@ -116,6 +116,7 @@ class TitleTrie:
         self.touched: dict[str, set[int]] = {"node": set(), "edge": set()}
         self.version = 0  # bumped by every change (derived data is cached per version)
         self.levels_cache: tuple[int, list] = (-1, [])
+        self.below_cache: tuple[int, np.ndarray] = (-1, np.zeros(0, dtype=np.int64))
 
     # ---------------------------------------------------------------- tensors for decoding
     @property
@@ -183,6 +184,32 @@ class TitleTrie:
             groups = np.split(linked, np.flatnonzero(np.diff(depth)) + 1) if len(linked) else []
             self.levels_cache = (self.version, [(g, self.parent_[g]) for g in groups])
         return self.levels_cache[1]
+
+    def titles_below(self) -> np.ndarray:
+        """[N]: how many titles lie below each node (computed once per version of the trie)."""
+        if self.below_cache[0] != self.version:
+            count = (self.leaf_title_[: self.num_nodes] >= 0).astype(np.int64)
+            for nodes, parents in self.levels():
+                np.add.at(count, parents, count[nodes])
+            self.below_cache = (self.version, count)
+        return self.below_cache[1]
+
+    def blocked_nodes(self, excluded: Sequence[Sequence[int]]) -> torch.Tensor:
+        """[B, N] bool: the nodes below which every title is one of `excluded[b]` (title
+        indices), i.e. the prefixes the trie would lack for user b had those titles been
+        removed from it. A search that never enters them skips those titles while it fills
+        its beams."""
+        below = self.titles_below()
+        blocked = np.zeros((len(excluded), self.num_nodes), dtype=bool)
+        for row, titles in enumerate(excluded):
+            hits: Counter = Counter()
+            for title in set(titles):
+                node = int(self.title_leaf_[title])
+                while node >= 0:  # up to the root, whose parent is -1
+                    hits[node] += 1
+                    node = int(self.parent_[node])
+            blocked[row, [node for node, n in hits.items() if n == below[node]]] = True
+        return torch.from_numpy(blocked).to(self.device or "cpu")
 
     # ---------------------------------------------------------------- host-side navigation
     def _find(self, node: int, token: int) -> tuple[int, int]:

@@ -3,13 +3,12 @@
 Cases are the `split` samples of the dataset in a fixed order (optionally those of a seeded
 sample of `sample` users, and then the first `limit`).
 
-With `exclude_history` the titles of a case's history are removed from its ranking before the
-metrics (the protocol of most published SASRec/TIGER evaluations; a target that repeats a
-history title then counts as a miss): lists that rank as far as asked (popularity, SASRec,
-exhaustive scoring, grounding) are asked for that many more titles, so they still hold
-LIST_LENGTH titles, as if the history titles had been masked before ranking; a beam list only
-loses them, so it may hold fewer than `beams` titles, and the cutoffs reported follow the
-shortest list. `check_search` N measures the search error of beam decoding on a seeded sample
+With `exclude_history` the titles of a case's history are left out of its ranking (the protocol
+of most published SASRec/TIGER evaluations; a target that repeats a history title then counts as
+a miss), as if they had left the catalogue: lists that rank as far as asked (popularity,
+SASRec, exhaustive scoring, grounding) are asked for that many more titles and lose them; beam
+and exact search skip them while they search, so a beam list still holds `beams` titles.
+`check_search` N measures the search error of beam decoding on a seeded sample
 of N cases against the exact ranking (search_check.py).
 Under `accelerate launch` (or torchrun) the cases are split across processes in contiguous
 shards and gathered on the main process, which computes the metrics and writes the output
@@ -17,8 +16,7 @@ directory. (On a CPU-only machine, `accelerate launch --cpu --num_processes N` s
 only through mpirun; `accelerate launch --multi_gpu --num_processes N` uses torch's launcher and
 works there too, the processes then joining a gloo group.)
 Finished cases are kept beside the output as the evaluation goes, so a stopped one continues
-(`resume`, progress.py); `reuse_lists` scores an earlier beam evaluation's lists again under
-this evaluation's protocol, without decoding (reuse.py).
+(`resume`, progress.py).
 
   results.json    metrics (ndcg@K, hr@K for the cutoffs K the lists decide: K up to the list
                   length, every K for lists of the whole catalogue; the others are listed under
@@ -50,7 +48,6 @@ from ..files import check_output
 from .metrics import CUTOFFS
 from .progress import EvaluationProgress, evaluation_identity
 from .report import COMMAND
-from .reuse import reused_records
 from .search_check import case_check, checked_case_ids, exact_scores, search_cutoffs
 from .summary import applied_settings, summarise, write_outputs
 
@@ -75,7 +72,6 @@ class EvaluationSettings:
     dtype: str | None = None
     exclude_history: bool = False  # remove the history's titles from each ranking
     check_search: int | None = None  # measure beam search error on this many seeded cases
-    reuse_lists: str | None = None  # an earlier beam evaluation's folder: its lists (reuse.py)
 
 
 def evaluation_cases(
@@ -120,14 +116,6 @@ def _check_settings(settings: EvaluationSettings, kind: str) -> None:
         check_exact_applies(
             settings.length_penalty, settings.guidance_scale if settings.assistant else None
         )
-    if settings.reuse_lists is not None and (kind != "llm" or settings.decoding != "beam"):
-        raise CftrecError(
-            "--reuse-lists scores the beam lists of an earlier evaluation again: use it with an "
-            f"LLM run and --decoding beam (this is a '{kind}' run"
-            + (f" with --decoding {settings.decoding})" if kind == "llm" else ")")
-        )
-    if settings.reuse_lists is not None and settings.check_search is not None:
-        raise CftrecError("--check-search decodes; it does not go with --reuse-lists")
     if settings.check_search is not None:
         if settings.check_search < 1:
             raise CftrecError("--check-search must be at least 1")
@@ -148,7 +136,6 @@ def _decode_cases(
     from tqdm.auto import tqdm
 
     catalog = recommender.catalog
-    beam = kind == "llm" and settings.decoding == "beam"
     cutoffs = search_cutoffs(settings.beams, len(catalog.titles))
     records = []
     starts = range(0, len(cases), settings.batch_size)
@@ -160,19 +147,17 @@ def _decode_cases(
             set(catalog.titles_for(history)) if settings.exclude_history else set()
             for history in histories
         ]
-        # A list that ranks as far as asked still holds LIST_LENGTH titles once the excluded
-        # ones are removed; a beam list of `beams` titles only loses them.
-        k = LIST_LENGTH + (0 if beam else max(map(len, excluded)))
         generations = None
-        if kind == "llm":
+        if kind == "llm":  # the LLM's decoding leaves the excluded titles out itself
             decoded = recommender.decode(
-                histories, k=k, num_beams=settings.beams, method=settings.decoding,
+                histories, k=LIST_LENGTH, num_beams=settings.beams, method=settings.decoding,
                 batch_size=settings.batch_size, assistant=assistant,
-                guidance_scale=settings.guidance_scale,
+                guidance_scale=settings.guidance_scale, exclude_history=settings.exclude_history,
             )  # fmt: skip
             lists, generations = decoded.recommendations, decoded.generations or None
-        else:
-            lists = recommender.recommend(histories, k=k, exclude_history=False)  # filtered below
+        else:  # ranked further, so LIST_LENGTH titles are left once the excluded are removed
+            k = LIST_LENGTH + max(map(len, excluded))
+            lists = recommender.recommend(histories, k=k, exclude_history=False)
         for row, ((case_id, sample), recs) in enumerate(zip(batch, lists, strict=True)):
             kept = [r for r in recs if r.title not in excluded[row]][:LIST_LENGTH]
             record = {
@@ -197,6 +182,8 @@ def _decode_cases(
             seconds = (time.perf_counter() - began) / len(rows)
             for row, scores in zip(rows, exact, strict=True):
                 found = [catalog.index_of_title[r.title] for r in lists[row]]
+                # the exact ranking of the titles this protocol leaves in the catalogue
+                scores[[catalog.index_of_title[t] for t in excluded[row]]] = float("-inf")
                 check = case_check(found, scores, cutoffs)
                 check["exact_top"] = [catalog.titles[t] for t in check["exact_top"]]
                 check["exact_s"] = round(seconds, 3)
@@ -229,7 +216,7 @@ def evaluate(
     settings = settings or EvaluationSettings()
     if settings.beams is None:
         settings = replace(settings, beams=resolve_beams(settings.decoding, None))
-    inputs = (run_dir, data_dir, settings.assistant, settings.reuse_lists)
+    inputs = (run_dir, data_dir, settings.assistant)
     if out_dir is not None:
         check_output(out_dir, COMMAND, inputs, overwrite)
         EvaluationProgress(out_dir).check(resume, overwrite)
@@ -258,12 +245,6 @@ def evaluate(
     )
     if not cases:
         raise CftrecError(f"{data_dir}: no '{settings.split}' cases to evaluate")
-
-    if settings.reuse_lists is not None:  # no model: the earlier lists, this protocol
-        if not state.is_main_process:
-            return None
-        return _rescore(settings, run_dir, data_dir, out_dir, dataset, info, cases, max_history,
-                        inputs, overwrite, warnings)  # fmt: skip
 
     options = {}
     if kind == "llm":
@@ -335,26 +316,4 @@ def evaluate(
         raise
     if saved is not None:
         saved.remove()  # its cases are in the output now
-    return results
-
-
-def _rescore(settings, run_dir, data_dir, out_dir, dataset, info, cases, max_history, inputs,
-             overwrite, warnings) -> dict:  # fmt: skip
-    """evaluate() with --reuse-lists: the earlier evaluation's lists, filtered here."""
-    start = time.perf_counter()
-    applied = applied_settings(settings, info["kind"])
-    ids = [case_id for case_id, _ in cases]
-    records = reused_records(settings.reuse_lists, run_dir, dataset, ids, applied, max_history)
-    if settings.exclude_history:
-        catalog = dataset.catalog
-        for record in records:
-            gone = set(catalog.titles_for(record["history"]))
-            kept = [i for i, title in enumerate(record["titles"]) if title not in gone]
-            record["titles"] = [record["titles"][i] for i in kept]
-            record["scores"] = [record["scores"][i] for i in kept]
-    results = summarise(records, dataset, info, run_dir, data_dir, settings, max_history)
-    results.update(elapsed_s=round(time.perf_counter() - start, 3), cases_per_s=None,
-                   num_processes=1, threads=None, warnings=warnings)  # fmt: skip
-    if out_dir is not None:
-        write_outputs(out_dir, results, records, dataset, inputs, overwrite)
     return results

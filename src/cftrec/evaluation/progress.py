@@ -66,6 +66,10 @@ def evaluation_identity(
         "data_fingerprint": data_fingerprint,
         "settings": {k: v for k, v in settings.items() if k not in NOT_IDENTITY},
     }
+    if settings.get("exclude_history"):
+        # Earlier versions removed the history's titles from a beam list after the search,
+        # which decodes other lists: such progress is not this evaluation's.
+        identity["history_exclusion"] = "while searching"
     if assistant_dir:
         identity["assistant"] = str(Path(assistant_dir).resolve())
         identity["assistant_json_sha256"] = run_json_digest(assistant_dir)

@@ -45,8 +45,6 @@ def applied_settings(settings: EvaluationSettings, kind: str) -> dict:
         unused.add("sample_seed")
     if settings.check_search is None:
         unused.add("check_search")
-    if settings.reuse_lists is None:
-        unused.add("reuse_lists")
     return {name: value for name, value in applied.items() if name not in unused}
 
 
@@ -134,15 +132,9 @@ def summarise(records, dataset, info, run_dir, data_dir, settings, max_history) 
     if "assistant" in applied:  # a retrained assistant guides other lists
         results["run"]["assistant_json_sha256"] = run_json_digest(settings.assistant)
     if settings.exclude_history:
-        beam = info["kind"] == "llm" and settings.decoding == "beam"
-        how = (
-            f"removed from each beam list after the search: a list may hold fewer than "
-            f"{settings.beams} titles"
-            if beam
-            else "masked before ranking"
-        )
         results["exclude_history"] = {
-            "note": f"the titles of each case's history are {how}",
+            "note": "the titles of each case's history are left out of its ranking, as if they "
+            "had left the catalogue (a search skips them while it fills its list)",
             "targets_in_history": sum(
                 r["target_title"] in gone for r, gone in zip(records, excluded, strict=True)
             ),  # misses by this protocol

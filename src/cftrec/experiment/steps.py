@@ -59,9 +59,8 @@ def evaluate_step(
     split: str = "test",
 ) -> float | None:
     """`cftrec evaluate` of `run` on `split` into `out`. On the test split the experiment's user
-    sample, case limit and protocol apply (the history-excluded protocol scores the history-kept
-    protocol's beam lists again when they exist). An evaluation interrupted in an earlier
-    session continues."""
+    sample, case limit and protocol apply. An evaluation interrupted in an earlier session
+    continues."""
     options = []
     # The validation cases of a guidance choice are chosen by the caller, and ranked under the
     # history-kept protocol: the scale is part of the model, shared by both protocols' rows.
@@ -73,29 +72,10 @@ def evaluate_step(
             options += ["--limit", str(settings.eval_limit)]
     if settings.exclude_history and split == "test":
         options.append("--exclude-history")
-        kept = _history_kept_output(out, settings.protocol())
-        if (kept / "results.json").exists() and _beam_lists(run, decoding_args):
-            options += ["--reuse-lists", str(kept)]  # the same beam lists, filtered: no decoding
     args = ["evaluate", "--run", str(run), "--data", str(data), "--split", split,
             *decoding_args, *options, "--batch-size", str(settings.eval_batch_size),
             *_model_flags(settings), "--resume", "-o", str(out)]  # fmt: skip
     return run_step(title, args, out / "results.json", settings.force, settings.launcher)
-
-
-def _history_kept_output(out: Path, suffix: str) -> Path:
-    """Where the history-kept protocol wrote the evaluation `out` of the excluded one."""
-    parts = list(out.parts)
-    for i in reversed(range(len(parts))):
-        if parts[i].endswith(suffix):
-            parts[i] = parts[i].removesuffix(suffix)
-            break
-    return Path(*parts)
-
-
-def _beam_lists(run: Path, decoding_args: list[str]) -> bool:
-    """Whether this evaluation is a beam search of an LLM run (its lists are reusable)."""
-    decoding = decoding_args[decoding_args.index("--decoding") + 1]
-    return decoding == "beam" and read_json(run / "run.json").get("kind") == "llm"
 
 
 def compare_step(results: Path, reference: str, name: str, force: bool) -> dict:
