@@ -196,3 +196,32 @@ def test_check_search_needs_llm_beam_decoding(setup, tmp_path, capsys, extra, me
     err = capsys.readouterr().err.strip()
     assert message in err and "--check-search" in err and len(err.splitlines()) == 1
     assert not out.exists()
+
+
+def test_with_the_history_excluded_the_check_ranks_the_titles_left(setup):
+    """--exclude-history: the beam list is checked against the exact ranking of the titles a
+    case may get (its history's titles left out), against brute force; a beam per title still
+    never errs, even where fewer titles are left than a cutoff."""
+    base, data, dataset = setup
+    catalog = dataset.catalog
+    results, cases = evaluate(
+        base, data, "excluded-one-beam", "--beams", "1", "--check-search", "10", "--exclude-history"
+    )  # fmt: skip
+    exact = brute_force(base / "llm", dataset, checked(results, cases))
+    for case in checked(results, cases):
+        for title in catalog.titles_for(case["history"]):
+            exact[case["case_id"]].pop(title, None)
+    assert_check(results, cases, exact, cutoffs=(1,))
+    assert any(catalog.titles_for(c["history"]) for c in checked(results, cases))
+
+    n = len(TITLES)
+    results, cases = evaluate(
+        base, data, "excluded-all-beams", "--beams", str(n), "--check-search", "10",
+        "--exclude-history",
+    )  # fmt: skip
+    check = results["search_check"]
+    assert check["cutoffs"] == [1, 5] and check["differs@1"] == check["differs@5"] == 0
+    assert check["recall@5"] == 1 and check["score_gap_max"] == pytest.approx(0, abs=TOLERANCE)
+    for case in checked(results, cases):
+        history = set(catalog.titles_for(case["history"]))
+        assert not history & set(case["search_check"]["exact_top"])

@@ -4,7 +4,8 @@ For a case, every catalogue title gets the score beam search maximises, computed
 (exhaustive scoring, no pruning): the LLM's log-likelihood of the title, with D3 guidance
 g * llm + (1 - g) * log P_assist(title) (the per-step assistant scores telescope to the title's
 log-probability), divided by len(title tokens) ** length_penalty. Against that exact ranking
-the beam's list (before any history exclusion: this measures the search) gives, per cutoff K:
+of the titles a case may get (with the history excluded, the others) the beam's list gives, per
+cutoff K:
 
     differs@K  the beam's top K is not an exact top K (compared as sets; scores within
                SCORE_TOLERANCE of the exact K-th count as ties)
@@ -68,15 +69,18 @@ def case_check(beam: Sequence[int], exact: torch.Tensor, cutoffs: Sequence[int])
     and the exact top titles (indices) and scores up to the largest cutoff."""
     order = exact.argsort(descending=True, stable=True)
     values = exact.tolist()
+    rankable = int(torch.isfinite(exact).sum())  # excluded titles score -inf
     check = {}
     for k in cutoffs:
-        threshold = values[order[k - 1]] - SCORE_TOLERANCE
-        top = beam[:k]
+        need = min(k, rankable)  # with fewer titles left, the exact top K is all of them
+        threshold = values[order[need - 1]] - SCORE_TOLERANCE
+        top = beam[:need]
         in_top = sum(values[t] >= threshold for t in beam)
-        check[f"differs@{k}"] = not (len(top) == k and all(values[t] >= threshold for t in top))
-        check[f"recall@{k}"] = min(in_top, k) / k
+        good = len(top) == need and all(values[t] >= threshold for t in top)
+        check[f"differs@{k}"] = not good
+        check[f"recall@{k}"] = min(in_top, need) / need
     check["gap"] = values[order[0]] - values[beam[0]]
-    check["exact_top"] = order[: max(cutoffs)].tolist()
+    check["exact_top"] = order[: min(max(cutoffs), rankable)].tolist()
     check["exact_scores"] = [round(values[t], 6) for t in check["exact_top"]]
     return check
 
