@@ -137,3 +137,33 @@ def test_seeds_table_shows_each_seed_with_its_p_value_and_whether_the_signs_agre
         "| +0.0020 [-0.0080, +0.0120], p=0.200 | no |"
     )
     assert hr.endswith("| yes |")
+
+
+def test_a_comparison_is_redone_once_a_row_is_evaluated_again(tmp_path, monkeypatch):
+    """A comparison file is reused only while it is newer than both rows' results; a row
+    evaluated again since (another protocol, a fixed run) makes the step compare again,
+    overwriting the file it wrote before."""
+    from cftrec.experiment import steps
+
+    for row in ("sft", "cft"):
+        (tmp_path / row).mkdir()
+        (tmp_path / row / "results.json").write_text("{}")
+    target = tmp_path / "compare-sft-vs-cft.json"
+    calls = []
+
+    def fake_run_step(title, args, output, force=False, launcher=()):
+        calls.append((force, "--overwrite" in args))
+        output.write_text(json.dumps({"metrics": {}}))
+
+    monkeypatch.setattr(steps, "run_step", fake_run_step)
+    steps.compare_step(tmp_path, "sft", "cft", force=False)
+    assert calls[-1] == (False, False)  # nothing to redo: no comparison yet
+    os.utime(target, (1e9, 1e9))  # older than both rows
+    steps.compare_step(tmp_path, "sft", "cft", force=False)
+    assert calls[-1] == (True, True)
+    os.utime(tmp_path / "sft" / "results.json", (1e9 - 10, 1e9 - 10))
+    os.utime(tmp_path / "cft" / "results.json", (1e9 - 10, 1e9 - 10))
+    os.utime(target, (1e9, 1e9))  # newer than both: reused as it stands
+    steps.compare_step(tmp_path, "sft", "cft", force=False)
+    assert calls[-1] == (False, False)
+    assert not steps.outdated(tmp_path / "missing.json", [tmp_path / "sft"])

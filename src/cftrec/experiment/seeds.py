@@ -10,7 +10,7 @@ from ..errors import CftrecError
 from ..files import read_json, write_json
 from .pipeline import prepare_data, run_experiment, working_folder
 from .settings import METRIC_COLUMNS, ExperimentSettings
-from .steps import compare_step, run_step
+from .steps import compare_step, outdated, run_step
 from .tables import _difference, _format_p
 from .variants import SELECTION_METRIC, best_llm_row_pairs, counterpart
 
@@ -95,11 +95,12 @@ def _pair(out: Path, seeds: list[int], a: str, b: str, settings: ExperimentSetti
         for folder in results
         for arg in (side, str(folder / row))
     ]
+    again = settings.force or outdated(target, [f / row for f in results for row in (a, b)])
     run_step(
         f"Paired significance pooled over seeds {seeds}: {b} vs {a}",
-        ["compare", *sides, "-o", str(target)] + (["--overwrite"] if settings.force else []),
+        ["compare", *sides, "-o", str(target)] + (["--overwrite"] if again else []),
         target,
-        settings.force,
+        again,
     )
     pooled = read_json(target)
     return {

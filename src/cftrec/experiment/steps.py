@@ -81,11 +81,21 @@ def evaluate_step(
 def compare_step(results: Path, reference: str, name: str, force: bool) -> dict:
     """`cftrec compare` of two rows' results; -> the comparison."""
     target = results / f"compare-{reference}-vs-{name}.json"
+    again = force or outdated(target, [results / reference, results / name])
     run_step(
         f"Paired significance: {name} vs {reference}",
         ["compare", str(results / reference), str(results / name), "-o", str(target)]
-        + (["--overwrite"] if force else []),  # the file this experiment wrote before
+        + (["--overwrite"] if again else []),  # the file this experiment wrote before
         target,
-        force,
+        again,
     )
     return read_json(target)
+
+
+def outdated(comparison: Path, rows: list[Path]) -> bool:
+    """Whether a comparison this experiment wrote is older than one of its rows' results (a row
+    evaluated again since): it is then compared again, never read as it stands."""
+    if not comparison.exists():
+        return False
+    written = comparison.stat().st_mtime
+    return any((row / "results.json").stat().st_mtime > written for row in rows)
