@@ -98,4 +98,5 @@ def outdated(comparison: Path, rows: list[Path]) -> bool:
     if not comparison.exists():
         return False
     written = comparison.stat().st_mtime
-    return any((row / "results.json").stat().st_mtime > written for row in rows)
+    results = [row / "results.json" for row in rows]
+    return any(path.exists() and path.stat().st_mtime > written for path in results)
