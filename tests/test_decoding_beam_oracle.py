@@ -102,16 +102,21 @@ def random_token_trie(seed: int, eos_id: int) -> list[list[int]]:
     return [list(r) + [eos_id] for r in sorted(responses)]
 
 
+def token_trie_case(tokenizer, seed: int):
+    """(sharp model, responses, their trie, 3 prompts of 5 to 17 random tokens) for `seed`."""
+    model = sharp_llama(tokenizer, seed)
+    responses = random_token_trie(seed, tokenizer.eos_token_id)
+    rng = random.Random(seed)
+    prompts = [[rng.randrange(300, 5000) for _ in range(n)] for n in (5, 17, 9)]
+    return model, responses, TitleTrie(responses), prompts
+
+
 @pytest.mark.parametrize("seed", [5, 6, 8])
 def test_token_level_search_equals_generate_where_eos_competes(tokenizer, seed):
     """constrained_beam_search on a random token trie, both cache paths (shared prompt and
     per-beam cache), against generate and the plain reference."""
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    model = sharp_llama(tokenizer, seed)
-    responses = random_token_trie(seed, eos)
-    trie = TitleTrie(responses)
-    rng = random.Random(seed)
-    prompts = [[rng.randrange(300, 5000) for _ in range(n)] for n in (5, 17, 9)]
+    model, responses, trie, prompts = token_trie_case(tokenizer, seed)
     competing = 0
     for width in WIDTHS:
         hf = generate_with_trie(model, prompts, responses, width, pad, eos)
@@ -162,12 +167,8 @@ def test_excluded_titles_are_skipped_as_if_they_had_left_the_trie(tokenizer, see
     elsewhere; `scale` None: no guidance; 0: the assistant alone, without the model."""
     from cftrec.decoding.guidance import node_log_mass, without_titles
 
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    model = sharp_llama(tokenizer, seed)
-    responses = random_token_trie(seed, eos)
-    trie = TitleTrie(responses)
-    rng = random.Random(seed)
-    prompts = [[rng.randrange(300, 5000) for _ in range(n)] for n in (5, 17, 9)]
+    pad = tokenizer.pad_token_id
+    model, responses, trie, prompts = token_trie_case(tokenizer, seed)
     width = 3
     guided = {}
     log_probs = None
