@@ -234,3 +234,25 @@ def test_exact_decoding_ranks_like_exhaustive_scoring_and_takes_no_beams(setup):
     assert exact["unavailable_cutoffs"] == []
     assert [c["titles"] for c in exact_cases] == [c["titles"] for c in full_cases]
     assert exact["metrics"] == full["metrics"]
+
+
+def test_list_length_asks_each_decoding_for_that_many_titles(setup):
+    """`--list-length 5`: an exact search returns the exhaustive ranking's first 5 titles,
+    every run kind's lists hold 5, only @1..@5 are reported, and the setting is recorded; the
+    default length (50) is not, as in every evaluation written before the option."""
+    base, data, dataset = setup
+    _, full, full_cases = evaluate(base, data, "llm", "exhaustive-full", "--decoding",
+                                   "exhaustive", "--limit", "3")  # fmt: skip
+    assert "list_length" not in full["settings"]
+    _, exact, exact_cases = evaluate(base, data, "llm", "exact-5", "--decoding", "exact",
+                                     "--limit", "3", "--list-length", "5")  # fmt: skip
+    assert [c["titles"] for c in exact_cases] == [c["titles"][:5] for c in full_cases]
+    assert exact["settings"]["list_length"] == 5 and exact["list_length"] == 5
+    assert exact["cutoffs"] == [1, 3, 5]
+    for name in ("ndcg@1", "hr@3", "ndcg@5"):
+        assert exact["metrics"][name] == pytest.approx(full["metrics"][name])
+    _, pop, pop_cases = evaluate(base, data, "pop", "pop-5", "--list-length", "5")
+    counts = dataset.train_popularity()
+    ranking = sorted(dataset.catalog.titles, key=lambda t: (-counts.get(t, 0), t))
+    assert all(case["titles"] == ranking[:5] for case in pop_cases)
+    assert pop["cutoffs"] == [1, 3, 5]

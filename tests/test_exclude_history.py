@@ -201,14 +201,13 @@ def test_beam_lists_skip_history_titles_and_stay_full(setup, guided):
     assert "history excluded" in (out / "results.md").read_text()
 
 
-def test_masked_lists_keep_their_full_length(setup, monkeypatch):
-    """A ranked list of LIST_LENGTH titles stays that long once the history titles are gone
+def test_masked_lists_keep_their_full_length(setup):
+    """A ranked list of --list-length titles stays that long once the history titles are gone
     (shorter than the catalogue here: the lists hold the top 2 of the masked ranking)."""
-    from cftrec.evaluation import evaluate as evaluation
-
     base, data, dataset = setup
-    monkeypatch.setattr(evaluation, "LIST_LENGTH", 2)
-    results, cases, _ = evaluate(base, data, "pop", "pop-short", "--exclude-history")
+    results, cases, _ = evaluate(
+        base, data, "pop", "pop-short", "--exclude-history", "--list-length", "2"
+    )
     counts = dataset.train_popularity()
     ranking = sorted(TITLES, key=lambda t: (-counts.get(t, 0), t))
     for case in cases:

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ..errors import CftrecError
+from ..evaluation.metrics import LIST_LENGTH
 from .common import BEAMS_HELP, DECODING_HELP, Overwrite, Threads, app
 
 
@@ -58,6 +59,13 @@ def evaluate_command(
         bool, typer.Option(help="Evaluate on data other than the run was trained on (warns).")
     ] = False,
     dtype: Annotated[str | None, typer.Option(help="LLM runs: float32/bfloat16/float16.")] = None,
+    list_length: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Titles per list: NDCG/HR up to @this. An exact search for fewer is cheaper.",
+        ),
+    ] = LIST_LENGTH,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print results.json, not the table.")
     ] = False,
@@ -92,7 +100,7 @@ def evaluate_command(
         assistant=str(assistant) if assistant else None, guidance_scale=guidance_scale,
         length_penalty=length_penalty, max_history=max_history,
         allow_data_mismatch=allow_data_mismatch, dtype=dtype, exclude_history=exclude_history,
-        check_search=check_search,
+        check_search=check_search, list_length=list_length,
     )  # fmt: skip
     results = evaluate(run, data, out, settings, overwrite=overwrite, resume=resume)
     if results is None:  # not the main process

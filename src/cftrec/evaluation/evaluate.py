@@ -45,14 +45,13 @@ from ..decoding.methods import (
 )
 from ..errors import CftrecError
 from ..files import check_output
-from .metrics import CUTOFFS
+from .metrics import LIST_LENGTH
 from .progress import EvaluationProgress, evaluation_identity
 from .report import COMMAND
 from .search_check import case_check, checked_case_ids, exact_scores, search_cutoffs
 from .summary import applied_settings, summarise, write_outputs
 
 log = logging.getLogger(__name__)
-LIST_LENGTH = max(CUTOFFS)
 
 
 @dataclass
@@ -72,6 +71,7 @@ class EvaluationSettings:
     dtype: str | None = None
     exclude_history: bool = False  # remove the history's titles from each ranking
     check_search: int | None = None  # measure beam search error on this many seeded cases
+    list_length: int = LIST_LENGTH  # titles per list: NDCG/HR up to @list_length
 
 
 def evaluation_cases(
@@ -101,8 +101,8 @@ def evaluation_cases(
 
 def _check_settings(settings: EvaluationSettings, kind: str) -> None:
     method = decoding_method(settings.decoding)  # a CftrecError when unknown
-    if settings.beams < 1 or settings.batch_size < 1:
-        raise CftrecError("--beams and --batch-size must be at least 1")
+    if settings.beams < 1 or settings.batch_size < 1 or settings.list_length < 1:
+        raise CftrecError("--beams, --batch-size and --list-length must be at least 1")
     if settings.limit is not None and settings.limit < 1:
         raise CftrecError("--limit must be at least 1")
     if settings.sample is not None and settings.sample < 1:
@@ -150,16 +150,16 @@ def _decode_cases(
         generations = None
         if kind == "llm":  # the LLM's decoding leaves the excluded titles out itself
             decoded = recommender.decode(
-                histories, k=LIST_LENGTH, num_beams=settings.beams, method=settings.decoding,
+                histories, k=settings.list_length, num_beams=settings.beams, method=settings.decoding,
                 batch_size=settings.batch_size, assistant=assistant,
                 guidance_scale=settings.guidance_scale, exclude_history=settings.exclude_history,
             )  # fmt: skip
             lists, generations = decoded.recommendations, decoded.generations or None
-        else:  # ranked further, so LIST_LENGTH titles are left once the excluded are removed
-            k = LIST_LENGTH + max(map(len, excluded))
+        else:  # ranked further, so list_length titles are left once the excluded are removed
+            k = settings.list_length + max(map(len, excluded))
             lists = recommender.recommend(histories, k=k, exclude_history=False)
         for row, ((case_id, sample), recs) in enumerate(zip(batch, lists, strict=True)):
-            kept = [r for r in recs if r.title not in excluded[row]][:LIST_LENGTH]
+            kept = [r for r in recs if r.title not in excluded[row]][: settings.list_length]
             record = {
                 "case_id": case_id,
                 "user_id": sample.user_id,

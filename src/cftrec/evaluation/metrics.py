@@ -16,6 +16,7 @@ import math
 from collections.abc import Iterable, Sequence
 
 CUTOFFS = (1, 3, 5, 10, 20, 50)
+LIST_LENGTH = max(CUTOFFS)  # titles per evaluated list unless asked otherwise
 
 
 def target_rank(ranked_titles: Sequence[str], target_title: str) -> int | None:

@@ -12,7 +12,7 @@ from ..decoding.methods import decoding_method
 from ..files import atomic_directory, write_json
 from ..provenance import provenance
 from ..runs.info import run_json_digest
-from .metrics import CUTOFFS, coverage, decided_cutoffs, mean_metrics, target_rank
+from .metrics import CUTOFFS, LIST_LENGTH, coverage, decided_cutoffs, mean_metrics, target_rank
 from .popularity_bias import mean_popularity, plot_popularity
 from .report import (
     CASES_FILE,
@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 def applied_settings(settings: EvaluationSettings, kind: str) -> dict:
     """The settings that shaped this evaluation: decoding options only for LLM runs (beams
     not for exhaustive scoring), guidance only with an assistant, the sample seed only with a
-    sample or a search check, the search check only when asked for."""
+    sample or a search check, the search check only when asked for, the list length only when
+    not the default."""
     applied = asdict(settings)
     unused = set()
     if kind != "llm":
@@ -45,6 +46,8 @@ def applied_settings(settings: EvaluationSettings, kind: str) -> dict:
         unused.add("sample_seed")
     if settings.check_search is None:
         unused.add("check_search")
+    if settings.list_length == LIST_LENGTH:
+        unused.add("list_length")  # the length of every evaluation before the option existed
     return {name: value for name, value in applied.items() if name not in unused}
 
 
