@@ -85,6 +85,7 @@ def test_scales_are_chosen_on_validation_users_and_every_row_is_evaluated(tmp_pa
     assert (
         "--beams" not in guided_exact
         and guided_exact[guided_exact.index("--decoding") + 1] == "exact"
+        and guided_exact[guided_exact.index("--list-length") + 1] == "10"  # the tables' depth
     )
     wide = tests[str(tmp_path / "results" / "sft@50")]
     assert wide[wide.index("--beams") + 1] == "50" and "--assistant" not in wide

@@ -10,6 +10,8 @@ from ..training.settings import DEFAULT_ALPHA, DEFAULT_BETA
 # The metrics the CFT/D3 papers report (10-beam lists decide K <= 10 only; "n/a" where the
 # lists are shorter than K).
 METRIC_COLUMNS = ("ndcg@5", "ndcg@10", "hr@5", "hr@10")
+# How far an exact row ranks: the tables' deepest cutoff (a deeper exact search costs more)
+TABLE_DEPTH = max(int(column.split("@")[1]) for column in METRIC_COLUMNS)
 
 
 @dataclass

@@ -3,11 +3,12 @@ scale chosen on validation users) and other decodings (wider beams, exact top-K)
 
 Row names: "sasrec-h10" (SASRec given the LLM's history window: the control of the guided rows),
 "cft+g" (guided, the suite's beams), "cft@50" / "cft+g@50" (50 beams), "cft exact" /
-"cft+g exact" (exact top-K: no search error); with `extra_decodings_rows` "guided", only the
-guided rows get the extra decodings. The guidance scale of each LLM run is the one of
-`settings.guidance_scales` with the best validation NDCG@10 on `settings.guidance_valid_users`
-seeded users (beam search as the suite's rows, history kept), then used for all its guided rows
-under either protocol: like SASRec's early stopping, the scale is part of the model.
+"cft+g exact" (the exact top 10, the tables' deepest cutoff: no search error); with
+`extra_decodings_rows` "guided", only the guided rows get the extra decodings. The guidance
+scale of each LLM run is the one of `settings.guidance_scales` with the best validation NDCG@10
+on `settings.guidance_valid_users` seeded users (beam search as the suite's rows, history kept),
+then used for all its guided rows under either protocol: like SASRec's early stopping, the scale
+is part of the model.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from ..errors import CftrecError
 from ..files import read_json
-from .settings import ExperimentSettings
+from .settings import TABLE_DEPTH, ExperimentSettings
 from .steps import evaluate_step
 
 SELECTION_METRIC = "ndcg@10"
@@ -35,7 +36,7 @@ def decoding_args(decoding: str, settings: ExperimentSettings) -> list[str]:
     if decoding.startswith("beam:"):
         return ["--decoding", "beam", "--beams", decoding.removeprefix("beam:")]
     if decoding == "exact":
-        return ["--decoding", "exact"]
+        return ["--decoding", "exact", "--list-length", str(TABLE_DEPTH)]
     return ["--decoding", settings.decoding, "--beams", str(settings.beams)]
 
 
