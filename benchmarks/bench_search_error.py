@@ -53,17 +53,25 @@ def since(start) -> tuple[float, float]:
     return wall - start[0], cpu - start[1]
 
 
-def exact_rankings(recommender, cases, cache: Path | None) -> tuple[torch.Tensor, dict]:
+def exact_rankings(
+    recommender, cases, cache: Path | None, more_caches=(), part: tuple[int, int] = (0, 1)
+) -> tuple[torch.Tensor, dict] | None:
     """[C, T] exact scores of every title per case, and the wall and CPU seconds they took.
     With a cache file, the cases already scored there (and their times) are read back, and
-    every newly scored case is added at once (an interrupted run resumes)."""
+    every newly scored case is added at once (an interrupted run resumes). `more_caches` are
+    read, never written: those of other processes. `part` (i, n) scores only the cases at
+    positions i, i + n, i + 2n, ... that no cache holds, leaving the others to n - 1 processes
+    with their own cache files, and then returns None."""
     scores, seconds = {}, {}
-    if cache is not None and cache.exists():
-        scores = load_file(cache)
-        seconds = json.loads(cache.with_suffix(".json").read_text())
-        print(f"{len(scores)} cases' exact scores read from {cache}")
+    for path in [*more_caches, cache]:
+        if path is not None and path.exists():
+            loaded = load_file(path)
+            scores.update(loaded)
+            seconds.update(json.loads(path.with_suffix(".json").read_text()))
+            print(f"{len(loaded)} cases' exact scores read from {path}")
+    index, parts = part
     for n, (case_id, sample) in enumerate(cases, start=1):
-        if case_id in scores:
+        if (n - 1) % parts != index or case_id in scores:
             continue
         start = clock()
         scores[case_id] = exact_scores(recommender, [list(sample.history)])[0].contiguous()
@@ -73,6 +81,8 @@ def exact_rankings(recommender, cases, cache: Path | None) -> tuple[torch.Tensor
         if cache is not None:
             save_file(scores, cache)
             cache.with_suffix(".json").write_text(json.dumps(seconds))
+    if parts > 1:
+        return None
     ids = [case_id for case_id, _ in cases]
     timing = {
         "wall_s_per_case": sum(seconds[i][0] for i in ids) / len(ids),
