@@ -150,8 +150,8 @@ def _decode_cases(
         generations = None
         if kind == "llm":  # the LLM's decoding leaves the excluded titles out itself
             decoded = recommender.decode(
-                histories, k=settings.list_length, num_beams=settings.beams, method=settings.decoding,
-                batch_size=settings.batch_size, assistant=assistant,
+                histories, k=settings.list_length, num_beams=settings.beams,
+                method=settings.decoding, batch_size=settings.batch_size, assistant=assistant,
                 guidance_scale=settings.guidance_scale, exclude_history=settings.exclude_history,
             )  # fmt: skip
             lists, generations = decoded.recommendations, decoded.generations or None
