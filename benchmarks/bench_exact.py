@@ -16,8 +16,8 @@ exact.bound_beams(K)): how the bound's width trades its search against the walk.
 
 The oracle dominates on a large catalogue (about 650 CPU s per case on Amazon Toys). To spread
 it over N processes, run N with `--oracle-part I/N` (I = 0..N-1), each with its own
-`--exact-cache` and the others' as `--read-caches`: each scores every N-th uncached case and
-stops. Then one run with all the caches times the decodings.
+`--exact-cache` and the others' as `--read-caches`: each scores the cases at positions I, I + N,
+... that no cache holds, and stops. Then one run with all the caches times the decodings.
 
 Results: benchmarks/results/exact.json (or --out); the .md is written by hand from it.
 """

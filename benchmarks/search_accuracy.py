@@ -21,12 +21,9 @@ import argparse
 import json
 from pathlib import Path
 
+from cftrec.evaluation.metrics import target_rank
 from cftrec.evaluation.report import read_results
 from cftrec.evaluation.significance import compare_results
-
-
-def rank_in(titles: list[str], target: str, k: int) -> int | None:
-    return titles.index(target) + 1 if target in titles[:k] else None
 
 
 def movements(exact_cases: list[dict], beam_cases: list[dict], k: int) -> dict:
@@ -37,7 +34,8 @@ def movements(exact_cases: list[dict], beam_cases: list[dict], k: int) -> dict:
             raise SystemExit(f"case {exact['case_id']} vs {beam['case_id']}: not the same cases")
         counts["same_top_k"] += exact["titles"][:k] == beam["titles"][:k]
         target = exact["target_title"]
-        in_exact, in_beam = rank_in(exact["titles"], target, k), rank_in(beam["titles"], target, k)
+        in_exact = target_rank(exact["titles"][:k], target)
+        in_beam = target_rank(beam["titles"][:k], target)
         if in_exact and not in_beam:
             counts["lost"] += 1
         elif in_beam and not in_exact:
@@ -86,9 +84,10 @@ def main():
         "rows": rows,
     }
     args.out.write_text(json.dumps(report, indent=2) + "\n")
+    table = markdown(report, metrics)
     if args.md:
-        args.md.write_text(markdown(report, metrics) + "\n")
-    print(markdown(report, metrics))
+        args.md.write_text(table + "\n")
+    print(table)
 
 
 def markdown(report: dict, metrics) -> str:
